@@ -1,0 +1,37 @@
+# Two commands for a fresh machine: `make quickstart` (the main job, offline) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: quickstart test quality bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+$(VENV)/.bench: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[bench,test]"
+	touch $@
+
+quickstart: $(VENV)/.installed
+	$(VENV)/bin/hf-minitron quickstart --output quickstart-output
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q -n 2 --durations=15 tests
+
+quality: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check hf_minitron tests benchmarks
+	$(VENV)/bin/ruff check hf_minitron tests benchmarks
+
+bench: $(VENV)/.bench
+	$(PY) benchmarks/bench_importance.py
+	$(PY) benchmarks/bench_prune_memory.py
+	$(PY) benchmarks/bench_distill_memory.py
+
+clean:
+	rm -rf $(VENV) quickstart-output

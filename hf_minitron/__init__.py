@@ -1,0 +1,47 @@
+"""Minitron structured pruning and knowledge distillation for transformers causal LMs."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Public name -> submodule that defines it; imported on first access so that
+# `import hf_minitron` stays cheap and the CLI starts fast.
+_LAZY = {
+    "ArchitectureSpec": "hf_minitron.architectures",
+    "DistillationArguments": "hf_minitron.distillation",
+    "DistillationTrainer": "hf_minitron.distillation",
+    "ImportanceScores": "hf_minitron.importance",
+    "PruningConfig": "hf_minitron.config",
+    "SearchResult": "hf_minitron.search",
+    "correct_teacher": "hf_minitron.distillation",
+    "estimate_importance": "hf_minitron.importance",
+    "get_spec": "hf_minitron.architectures",
+    "prune_model": "hf_minitron.pruning",
+    "search_architectures": "hf_minitron.search",
+    "supported_model_types": "hf_minitron.architectures",
+}
+
+__all__ = sorted([*_LAZY, "__version__"])
+
+if TYPE_CHECKING:
+    from hf_minitron.architectures import ArchitectureSpec, get_spec, supported_model_types
+    from hf_minitron.config import PruningConfig
+    from hf_minitron.distillation import DistillationArguments, DistillationTrainer, correct_teacher
+    from hf_minitron.importance import ImportanceScores, estimate_importance
+    from hf_minitron.pruning import prune_model
+    from hf_minitron.search import SearchResult, search_architectures
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'hf_minitron' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__
