@@ -1,0 +1,218 @@
+"""`PruningConfig`: what to prune and how to score it, saved as `pruning_config.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+CONFIG_NAME = "pruning_config.json"
+
+DEPTH_METRICS = ("block_importance", "perplexity", "contiguous")
+BATCH_AGGREGATIONS = ("l2", "mean", "var")
+SEQUENCE_AGGREGATIONS = ("mean", "l2")
+IMPORTANCE_CRITERIA = ("activation", "taylor", "magnitude")
+_SIZE_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers")
+
+
+def _fail(name: str, value: Any, allowed: str) -> ValueError:
+    return ValueError(f"{name}={value!r} is invalid: allowed {allowed}")
+
+
+@dataclass
+class PruningConfig:
+    """
+    Targets and settings of a Minitron pruning run. Size targets are named like the transformers config keys;
+    `None` keeps that size as it is.
+
+    Args:
+        hidden_size (`int`, *optional*): New embedding (residual stream) width.
+        intermediate_size (`int`, *optional*): New MLP width, the same in every layer.
+        num_attention_heads (`int`, *optional*): New number of query heads; a multiple of the KV heads.
+        num_key_value_heads (`int`, *optional*): New number of KV groups; whole groups are dropped with their
+            query heads. For GQA models it defaults to the current count; for MHA models to `num_attention_heads`.
+        num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
+        layers_to_drop (`list[int]`, *optional*): Explicit layer indices to drop (alternative to
+            `num_hidden_layers`).
+        depth_metric (`str`, defaults to `"block_importance"`): `"block_importance"` (1 - cosine of layer input
+            and output, measured in the same pass as the width statistics), `"perplexity"` (LM loss with the layer
+            skipped) or `"contiguous"` (drop the contiguous block whose removal raises the loss least).
+        batch_aggregation (`str`, defaults to `"l2"`): How per-sample statistics are combined: `"l2"`, `"mean"`,
+            `"var"`.
+        sequence_aggregation (`str`, defaults to `"mean"`): How token statistics are combined within a sample:
+            `"mean"` of absolute values or `"l2"`.
+        head_carry_over (`bool`, defaults to `False`): Minitron's P1 trick: kept heads absorb pruned ones
+            (`head_i + (head_i - head_{2K-i+1})`, applied to the head's output projection columns).
+        target_params (`int`, *optional*): Total parameter budget; the shape is resolved by
+            `hf_minitron.search.resolve_target_params`.
+        importance (`str`, defaults to `"activation"`): `"activation"`, `"taylor"` or `"magnitude"`.
+        width_multiple (`int`, defaults to 64): Hidden and MLP sizes chosen for a budget are multiples of it.
+    """
+
+    hidden_size: int | None = field(default=None, metadata={"help": "New hidden size (None keeps it)."})
+    intermediate_size: int | None = field(default=None, metadata={"help": "New MLP width (None keeps it)."})
+    num_attention_heads: int | None = field(default=None, metadata={"help": "New query head count."})
+    num_key_value_heads: int | None = field(default=None, metadata={"help": "New KV group count."})
+    num_hidden_layers: int | None = field(default=None, metadata={"help": "New number of layers."})
+    layers_to_drop: list[int] | None = field(default=None, metadata={"help": "Explicit layer indices to drop."})
+    depth_metric: str = field(default="block_importance", metadata={"help": f"One of {DEPTH_METRICS}."})
+    batch_aggregation: str = field(default="l2", metadata={"help": f"One of {BATCH_AGGREGATIONS}."})
+    sequence_aggregation: str = field(default="mean", metadata={"help": f"One of {SEQUENCE_AGGREGATIONS}."})
+    head_carry_over: bool = field(default=False, metadata={"help": "Kept heads absorb pruned ones (P1)."})
+    target_params: int | None = field(default=None, metadata={"help": "Total parameter budget."})
+    importance: str = field(default="activation", metadata={"help": f"One of {IMPORTANCE_CRITERIA}."})
+    width_multiple: int = field(default=64, metadata={"help": "Budget-chosen widths are multiples of this."})
+
+    def __post_init__(self):
+        if self.layers_to_drop is not None and not isinstance(self.layers_to_drop, (str, bytes)):
+            self.layers_to_drop = list(self.layers_to_drop)
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        """Check the settings on their own (types, choices, positivity); raise `ValueError` naming the field."""
+        for name in (*_SIZE_FIELDS, "target_params"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise _fail(name, value, "a positive integer or None")
+        if isinstance(self.width_multiple, bool) or not isinstance(self.width_multiple, int) or self.width_multiple < 1:
+            raise _fail("width_multiple", self.width_multiple, "a positive integer")
+        for name, choices in (
+            ("depth_metric", DEPTH_METRICS),
+            ("batch_aggregation", BATCH_AGGREGATIONS),
+            ("sequence_aggregation", SEQUENCE_AGGREGATIONS),
+            ("importance", IMPORTANCE_CRITERIA),
+        ):
+            if getattr(self, name) not in choices:
+                raise _fail(name, getattr(self, name), f"one of {list(choices)}")
+        if not isinstance(self.head_carry_over, bool):
+            raise _fail("head_carry_over", self.head_carry_over, "True or False")
+        drop = self.layers_to_drop
+        if drop is not None:
+            if not isinstance(drop, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in drop):
+                raise _fail("layers_to_drop", drop, "a list of layer indices")
+            if any(i < 0 for i in drop):
+                raise _fail("layers_to_drop", drop, "non-negative layer indices")
+            if len(set(drop)) != len(drop):
+                raise _fail("layers_to_drop", drop, "indices without duplicates")
+        if self.num_attention_heads and self.num_key_value_heads:
+            if self.num_attention_heads % self.num_key_value_heads:
+                raise _fail(
+                    "num_attention_heads",
+                    self.num_attention_heads,
+                    f"a multiple of num_key_value_heads={self.num_key_value_heads}",
+                )
+
+    def resolve_heads(self, model_config) -> tuple[int, int]:
+        """The (query heads, KV heads) this config asks of a model with `model_config`."""
+        n_q, n_kv = model_config.num_attention_heads, getattr(model_config, "num_key_value_heads", None)
+        n_kv = n_kv or n_q
+        new_q = self.num_attention_heads
+        new_kv = self.num_key_value_heads
+        if new_kv is None:
+            new_kv = new_q if (new_q is not None and n_kv == n_q) else n_kv
+        if new_q is None:
+            new_q = new_kv * (n_q // n_kv)
+        return new_q, new_kv
+
+    def validate_for(self, model_config) -> None:
+        """Check the targets against a model's config; raise `ValueError` naming field, value and allowed range."""
+        self.validate()
+        for name in _SIZE_FIELDS:
+            value, current = getattr(self, name), getattr(model_config, name, None)
+            if value is not None and current is not None and value > current:
+                raise _fail(name, value, f"1..{current} (the model's current {name})")
+        n_q = model_config.num_attention_heads
+        n_kv = getattr(model_config, "num_key_value_heads", None) or n_q
+        new_q, new_kv = self.resolve_heads(model_config)
+        if new_kv > n_kv:
+            raise _fail("num_key_value_heads", new_kv, f"1..{n_kv}")
+        if new_q % new_kv:
+            raise _fail("num_attention_heads", new_q, f"a multiple of num_key_value_heads={new_kv}")
+        if new_q // new_kv > n_q // n_kv:
+            allowed = ", ".join(str(new_kv * r) for r in range(1, n_q // n_kv + 1))
+            raise _fail(
+                "num_attention_heads",
+                new_q,
+                f"one of {allowed} (at most {n_q // n_kv} query heads per KV group with "
+                f"num_key_value_heads={new_kv}, to keep GQA uniform)",
+            )
+        n_layers = model_config.num_hidden_layers
+        if self.layers_to_drop is not None:
+            bad = [i for i in self.layers_to_drop if i >= n_layers]
+            if bad:
+                raise _fail("layers_to_drop", self.layers_to_drop, f"indices in 0..{n_layers - 1}")
+            if len(self.layers_to_drop) >= n_layers:
+                raise _fail("layers_to_drop", self.layers_to_drop, f"at most {n_layers - 1} of {n_layers} layers")
+            kept = n_layers - len(self.layers_to_drop)
+            if self.num_hidden_layers is not None and self.num_hidden_layers != kept:
+                raise _fail(
+                    "num_hidden_layers",
+                    self.num_hidden_layers,
+                    f"None or {kept} (= {n_layers} layers minus the {len(self.layers_to_drop)} in layers_to_drop)",
+                )
+
+    # ------------------------------------------------------------------ serialization
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    def to_json_string(self) -> str:
+        """Sorted, indented JSON."""
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PruningConfig:
+        """Build from a dict; keys unknown to this version are ignored with one warning naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            logger.warning("PruningConfig: ignoring unknown keys %s (written by a newer version?)", unknown)
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
+        """Write `pruning_config.json` into `save_directory` (created if needed); return the file path."""
+        os.makedirs(save_directory, exist_ok=True)
+        path = os.path.join(save_directory, CONFIG_NAME)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.to_json_string())
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | os.PathLike, **hub_kwargs) -> PruningConfig:
+        """Load from a folder, a JSON file, or a Hub repo id (`hub_kwargs` go to `hf_hub_download`)."""
+        path = os.fspath(path_or_repo_id)
+        if os.path.isdir(path):
+            path = os.path.join(path, CONFIG_NAME)
+        elif not os.path.isfile(path):
+            from huggingface_hub import hf_hub_download
+
+            path = hf_hub_download(repo_id=path, filename=CONFIG_NAME, **hub_kwargs)
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str = "Upload pruning_config.json",
+        private: bool | None = None,
+        token: str | None = None,
+        revision: str | None = None,
+    ):
+        """Upload `pruning_config.json` to a Hub repo (created if missing); return the commit info."""
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=token)
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        return api.upload_file(
+            path_or_fileobj=self.to_json_string().encode(),
+            path_in_repo=CONFIG_NAME,
+            repo_id=repo_id,
+            commit_message=commit_message,
+            revision=revision,
+        )
