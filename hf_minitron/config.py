@@ -17,7 +17,13 @@ DEPTH_METRICS = ("block_importance", "perplexity", "contiguous")
 BATCH_AGGREGATIONS = ("l2", "mean", "var")
 SEQUENCE_AGGREGATIONS = ("mean", "l2")
 IMPORTANCE_CRITERIA = ("activation", "taylor", "magnitude")
-_SIZE_FIELDS = ("hidden_size", "intermediate_size", "num_attention_heads", "num_key_value_heads", "num_hidden_layers")
+_SIZE_FIELDS = (
+    "hidden_size",
+    "intermediate_size",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "num_hidden_layers",
+)
 
 
 def _fail(name: str, value: Any, allowed: str) -> ValueError:
@@ -59,7 +65,9 @@ class PruningConfig:
     num_attention_heads: int | None = field(default=None, metadata={"help": "New query head count."})
     num_key_value_heads: int | None = field(default=None, metadata={"help": "New KV group count."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "New number of layers."})
-    layers_to_drop: list[int] | None = field(default=None, metadata={"help": "Explicit layer indices to drop."})
+    layers_to_drop: list[int] | None = field(
+        default=None, metadata={"help": "Explicit layer indices to drop."}
+    )
     depth_metric: str = field(default="block_importance", metadata={"help": f"One of {DEPTH_METRICS}."})
     batch_aggregation: str = field(default="l2", metadata={"help": f"One of {BATCH_AGGREGATIONS}."})
     sequence_aggregation: str = field(default="mean", metadata={"help": f"One of {SEQUENCE_AGGREGATIONS}."})
@@ -80,7 +88,11 @@ class PruningConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise _fail(name, value, "a positive integer or None")
-        if isinstance(self.width_multiple, bool) or not isinstance(self.width_multiple, int) or self.width_multiple < 1:
+        if (
+            isinstance(self.width_multiple, bool)
+            or not isinstance(self.width_multiple, int)
+            or self.width_multiple < 1
+        ):
             raise _fail("width_multiple", self.width_multiple, "a positive integer")
         for name, choices in (
             ("depth_metric", DEPTH_METRICS),
@@ -148,7 +160,9 @@ class PruningConfig:
             if bad:
                 raise _fail("layers_to_drop", self.layers_to_drop, f"indices in 0..{n_layers - 1}")
             if len(self.layers_to_drop) >= n_layers:
-                raise _fail("layers_to_drop", self.layers_to_drop, f"at most {n_layers - 1} of {n_layers} layers")
+                raise _fail(
+                    "layers_to_drop", self.layers_to_drop, f"at most {n_layers - 1} of {n_layers} layers"
+                )
             kept = n_layers - len(self.layers_to_drop)
             if self.num_hidden_layers is not None and self.num_hidden_layers != kept:
                 raise _fail(

@@ -110,7 +110,9 @@ class ArchitectureSpec:
     def tp_plan(self) -> dict[str, str]:
         """The tensor-parallel plan these names imply, in transformers' `base_model_tp_plan` notation."""
         prefix = self.layers_path.split(".", 1)[1] if "." in self.layers_path else self.layers_path
-        plan = {f"{prefix}.*.{self.attention}.{p}": "colwise" for p in (self.q_proj, self.k_proj, self.v_proj)}
+        plan = {
+            f"{prefix}.*.{self.attention}.{p}": "colwise" for p in (self.q_proj, self.k_proj, self.v_proj)
+        }
         plan[f"{prefix}.*.{self.attention}.{self.o_proj}"] = "rowwise"
         plan.update({f"{prefix}.*.{self.mlp}.{p}": "colwise" for p in self.mlp_inputs})
         plan[f"{prefix}.*.{self.mlp}.{self.down_proj}"] = "rowwise"

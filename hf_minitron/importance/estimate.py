@@ -1,0 +1,209 @@
+"""`estimate_importance`: one calibration pass (plus loss passes for loss-based depth metrics)."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterable, Iterator
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from hf_minitron.architectures import get_spec
+from hf_minitron.config import PruningConfig
+from hf_minitron.importance.activation import ActivationObserver
+from hf_minitron.importance.hooks import HookSet, all_reduce_statistics, skip_layers
+from hf_minitron.importance.scores import ImportanceScores
+
+ALL_AXES = frozenset({"neurons", "heads", "channels", "layers"})
+_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+def requested_axes(model_config, config: PruningConfig | None) -> set[str]:
+    """The axes a config needs scores for: every axis with `config=None` or a parameter budget."""
+    if config is None or config.target_params is not None:
+        return set(ALL_AXES)
+    axes = set()
+    if config.intermediate_size is not None and config.intermediate_size < model_config.intermediate_size:
+        axes.add("neurons")
+    n_kv = getattr(model_config, "num_key_value_heads", None) or model_config.num_attention_heads
+    if config.resolve_heads(model_config) != (model_config.num_attention_heads, n_kv):
+        axes.add("heads")
+    if config.hidden_size is not None and config.hidden_size < model_config.hidden_size:
+        axes.add("channels")
+    if (
+        config.layers_to_drop is None
+        and config.num_hidden_layers is not None
+        and config.num_hidden_layers < model_config.num_hidden_layers
+    ):
+        axes.add("layers")
+    return axes
+
+
+def estimate_importance(
+    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], config: PruningConfig | None = None
+) -> ImportanceScores:
+    """
+    Score the components `config` asks to prune, from forward passes over calibration batches.
+
+    Args:
+        model (`PreTrainedModel`): A supported causal LM, any dtype or device (also dispatched with `device_map`).
+        batches (`Iterable[dict]`): Dicts with `input_ids` and optionally `attention_mask` (padding is ignored).
+        config (`PruningConfig`, *optional*): What to score and how; `None` scores every axis with the defaults.
+
+    Returns:
+        `ImportanceScores` with the requested axes (others `None`).
+    """
+    if config is not None and config.importance == "taylor":
+        from hf_minitron.importance.taylor import estimate_taylor_importance
+
+        return estimate_taylor_importance(model, batches, config)
+    if config is not None and config.importance == "magnitude":
+        from hf_minitron.importance.magnitude import estimate_magnitude_importance
+
+        return estimate_magnitude_importance(model, config)
+    spec = get_spec(model)
+    if config is not None:
+        config.validate_for(model.config)
+    axes = requested_axes(model.config, config)
+    config = config or PruningConfig()
+    n_layers = len(spec.layers(model))
+    metadata = _metadata(model, config)
+    if not axes:
+        return ImportanceScores(metadata=metadata)
+    loss_metric = "layers" in axes and config.depth_metric != "block_importance"
+    if loss_metric:
+        batches = list(batches)
+    observer = ActivationObserver(
+        model, spec, axes if not loss_metric else axes - {"layers"}, config.sequence_aggregation
+    )
+    results: dict[str, torch.Tensor] = {}
+    with _eval_no_grad(model):
+        if observer.statistics():
+            with HookSet() as hooks:
+                observer.register(hooks)
+                n_samples = _forward(model, batches, observer, desc="importance")
+            all_reduce_statistics(observer.statistics())
+            results = observer.results(config.batch_aggregation)
+        if loss_metric:
+            block = 1
+            if config.depth_metric == "contiguous":
+                block = n_layers - (config.num_hidden_layers or n_layers - 1)
+                metadata["contiguous_block"] = block
+            results["layers"], n_samples = _loss_depth_scores(model, spec.layers(model), batches, block)
+    metadata["num_samples"] = n_samples
+    return ImportanceScores(**results, metadata=metadata)
+
+
+def _metadata(model: nn.Module, config: PruningConfig) -> dict:
+    c = model.config
+    return {
+        "importance": "activation",
+        "batch_aggregation": config.batch_aggregation,
+        "sequence_aggregation": config.sequence_aggregation,
+        "depth_metric": config.depth_metric,
+        "model_type": c.model_type,
+        "hidden_size": c.hidden_size,
+        "intermediate_size": c.intermediate_size,
+        "num_attention_heads": c.num_attention_heads,
+        "num_key_value_heads": getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
+        "num_hidden_layers": c.num_hidden_layers,
+    }
+
+
+@contextlib.contextmanager
+def _eval_no_grad(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def _model_inputs(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+    device = model.get_input_embeddings().weight.device
+    inputs = {k: batch[k].to(device) for k in _MODEL_INPUTS if batch.get(k) is not None}
+    if "attention_mask" not in inputs:
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
+    return inputs
+
+
+def _iterate(batches, desc: str):
+    return tqdm(batches, desc=desc, disable=None, leave=False)
+
+
+def _global_count(n: int) -> int:
+    if dist.is_available() and dist.is_initialized():
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor([n], device=device)
+        dist.all_reduce(t)
+        n = int(t.item())
+    return n
+
+
+def _check_not_empty(n_samples: int) -> None:
+    if n_samples == 0:
+        raise ValueError("batches=<empty> is invalid: allowed at least one calibration batch with input_ids")
+
+
+def _forward(model: nn.Module, batches, observer: ActivationObserver, desc: str) -> int:
+    """One hooked pass; logits only for the last position (the statistics do not need them)."""
+    extra = {"use_cache": False}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:
+        extra["logits_to_keep"] = 1
+    n_samples = 0
+    for batch in _iterate(batches, desc):
+        inputs = _model_inputs(model, batch)
+        observer.mask.set(inputs["attention_mask"])
+        model(**inputs, **extra)
+        n_samples += inputs["input_ids"].shape[0]
+    n_samples = _global_count(n_samples)
+    _check_not_empty(n_samples)
+    return n_samples
+
+
+def lm_loss(model: nn.Module, batches, desc: str = "loss") -> tuple[float, int]:
+    """Mean next-token cross-entropy over non-padded tokens (reduced across ranks), and the sample count."""
+    total, n_samples = None, 0
+    for batch in _iterate(batches, desc):
+        inputs = _model_inputs(model, batch)
+        logits = model(**inputs, use_cache=False).logits[:, :-1]
+        labels = inputs["input_ids"][:, 1:].to(logits.device)
+        mask = inputs["attention_mask"].to(logits.device)
+        valid = (mask[:, 1:] * mask[:, :-1]).float()
+        ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
+        update = torch.stack([(ce * valid.flatten()).sum(), valid.sum()])
+        total = update if total is None else total + update
+        n_samples += labels.shape[0]
+    _check_not_empty(_global_count(n_samples))
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(total)
+    total = total.cpu()
+    return float(total[0] / total[1].clamp_min(1.0)), _global_count(n_samples)
+
+
+def _loss_depth_scores(
+    model: nn.Module, layers: nn.ModuleList, batches, block: int
+) -> tuple[torch.Tensor, int]:
+    """
+    LM loss with layers skipped. `block == 1`: each layer's score is the loss without it ("perplexity").
+    `block > 1` ("contiguous"): each window of `block` layers is skipped; a layer scores the lowest loss of the
+    windows containing it, so the best window's layers score lowest and pruning picks that window.
+    """
+    n_layers = len(layers)
+    window_losses = []
+    for start in range(n_layers - block + 1):
+        with skip_layers(layers, range(start, start + block)):
+            loss, n_samples = lm_loss(
+                model, batches, desc=f"loss without layers {start}..{start + block - 1}"
+            )
+        window_losses.append(loss)
+    scores = torch.tensor(
+        [min(window_losses[max(0, i - block + 1) : i + 1]) for i in range(n_layers)], dtype=torch.float32
+    )
+    return scores, n_samples
