@@ -1,0 +1,110 @@
+"""Taylor and magnitude importance: zero-contribution units rank lowest, every axis scored, gradients freed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import ARCHITECTURES, random_batches, tiny_model
+
+from hf_minitron.architectures import get_spec
+from hf_minitron.importance.magnitude import estimate_magnitude_importance
+from hf_minitron.importance.taylor import estimate_taylor_importance
+
+HEAD_DIM, GROUP = 8, 2  # tiny models: head_dim 8, 8 query heads in 4 KV groups
+NEURON, KV_GROUP, DEAD_LAYER, CHANNEL = 5, 2, 2, 7
+
+
+def _model_with_dead_units(model_type):
+    """A tiny model where neuron 5 of layer 1, KV group 2 of layer 0, layer 2 and channel 7 contribute nothing."""
+    model = tiny_model(model_type)
+    spec = get_spec(model)
+    layers = spec.layers(model)
+    with torch.no_grad():
+        mlp = spec.mlp_module(layers[1])
+        for name in spec.mlp_inputs:
+            mlp.get_submodule(name).weight[NEURON].zero_()
+        mlp.get_submodule(spec.down_proj).weight[:, NEURON].zero_()
+        attn = spec.attn(layers[0])
+        attn.get_submodule(spec.v_proj).weight[KV_GROUP * HEAD_DIM : (KV_GROUP + 1) * HEAD_DIM].zero_()
+        heads = slice(KV_GROUP * GROUP * HEAD_DIM, (KV_GROUP + 1) * GROUP * HEAD_DIM)
+        attn.get_submodule(spec.o_proj).weight[:, heads].zero_()
+        spec.attn(layers[DEAD_LAYER]).get_submodule(spec.o_proj).weight.zero_()
+        spec.mlp_module(layers[DEAD_LAYER]).get_submodule(spec.down_proj).weight.zero_()
+        # Channel 7 is never written: embedding column and every residual writer's row are zero.
+        spec.embed(model).weight[:, CHANNEL].zero_()
+        for layer in layers:
+            spec.attn(layer).get_submodule(spec.o_proj).weight[CHANNEL].zero_()
+            spec.mlp_module(layer).get_submodule(spec.down_proj).weight[CHANNEL].zero_()
+    return model
+
+
+def _check(scores, model):
+    c = model.config
+    assert scores.neurons.shape == (c.num_hidden_layers, c.intermediate_size)
+    assert scores.heads.shape == (c.num_hidden_layers, c.num_attention_heads)
+    assert scores.channels.shape == (c.hidden_size,)
+    assert scores.layers.shape == (c.num_hidden_layers,)
+    scores.check_compatible(c)
+    assert scores.neurons[1].argmin() == NEURON and scores.neurons[1, NEURON] == 0
+    dead_heads = {KV_GROUP * GROUP, KV_GROUP * GROUP + 1}
+    assert set(scores.heads[0].topk(GROUP, largest=False).indices.tolist()) == dead_heads
+    assert scores.layers.argmin() == DEAD_LAYER and scores.layers[DEAD_LAYER] == 0
+    assert scores.channels.argmin() == CHANNEL  # (LayerNorm's mean and bias still move it: not exactly 0)
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_taylor_ranks_dead_units_lowest(model_type):
+    model = _model_with_dead_units(model_type)
+    spec = get_spec(model)
+    spec.final_norm(model).weight.requires_grad_(False)  # a frozen parameter stays frozen afterwards
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    scores = estimate_taylor_importance(model, random_batches(2, pad_last=3))
+    _check(scores, model)
+    assert scores.metadata["importance"] == "taylor" and scores.metadata["num_samples"] == 4
+    # Gradients are freed and requires_grad flags restored.
+    assert all(p.grad is None for p in model.parameters())
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+
+
+@pytest.mark.parametrize("model_type", ARCHITECTURES)
+def test_magnitude_ranks_dead_units_lowest(model_type):
+    model = _model_with_dead_units(model_type)
+    scores = estimate_magnitude_importance(model)
+    _check(scores, model)
+    assert scores.metadata["importance"] == "magnitude"
+
+
+def test_taylor_matches_reference_on_one_batch():
+    """Per-neuron score equals a plain autograd computation of sum |w * g| over the neuron's weights."""
+    model = tiny_model("llama")
+    batch = random_batches(1)[0]
+    scores = estimate_taylor_importance(model, [batch])
+    labels = batch["input_ids"]
+    model.zero_grad()
+    model(**batch, labels=labels).loss.backward()
+    mlp = model.model.layers[3].mlp
+    ref = sum((m.weight * m.weight.grad).abs().sum(1) for m in (mlp.gate_proj, mlp.up_proj))
+    ref = ref + (mlp.down_proj.weight * mlp.down_proj.weight.grad).abs().sum(0)
+    torch.testing.assert_close(scores.neurons[3], ref.detach(), rtol=1e-4, atol=1e-7)
+
+
+def test_taylor_refuses_empty_batches():
+    with pytest.raises(ValueError, match="empty"):
+        estimate_taylor_importance(tiny_model("llama"), [])
+
+
+def test_taylor_never_holds_all_gradients(monkeypatch):
+    """At most one parameter's gradient exists at any time after accumulation."""
+    model = tiny_model("llama")
+    from hf_minitron.importance import taylor
+
+    seen = []
+    original = taylor._TaylorAccumulator.hook
+
+    def spy(self, param):
+        seen.append(sum(p.grad is not None for p in model.parameters()))
+        original(self, param)
+
+    monkeypatch.setattr(taylor._TaylorAccumulator, "hook", spy)
+    estimate_taylor_importance(model, random_batches(1))
+    assert seen and max(seen) <= 2
