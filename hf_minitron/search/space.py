@@ -255,33 +255,35 @@ def enumerate_candidates(
     mlp = _width_values(base["intermediate_size"], width_multiple)
     heads = np.array(_head_options(base["num_attention_heads"], base["num_key_value_heads"], prune_kv_heads))
     layers = np.arange(1, base["num_hidden_layers"] + 1)
-    H, I, Q, L = np.meshgrid(hidden, mlp, np.arange(len(heads)), layers, indexing="ij")
-    H, I, Q, L = H.ravel(), I.ravel(), Q.ravel(), L.ravel()
-    NQ, NKV = heads[Q, 0], heads[Q, 1]
+    hid_g, mlp_g, head_g, lay_g = np.meshgrid(hidden, mlp, np.arange(len(heads)), layers, indexing="ij")
+    hid_g, mlp_g, head_g, lay_g = hid_g.ravel(), mlp_g.ravel(), head_g.ravel(), lay_g.ravel()
+    q_g, kv_g = heads[head_g, 0], heads[head_g, 1]
 
     costs = {
-        "target_params": model.params(H, I, NQ, NKV, L),
-        "target_flops_per_token": model.flops(H, I, NQ, NKV, L, seq_len),
-        "target_kv_cache_bytes_per_token": model.kv_bytes(NKV, L, seq_len),
+        "target_params": model.params(hid_g, mlp_g, q_g, kv_g, lay_g),
+        "target_flops_per_token": model.flops(hid_g, mlp_g, q_g, kv_g, lay_g, seq_len),
+        "target_kv_cache_bytes_per_token": model.kv_bytes(kv_g, lay_g, seq_len),
     }
     full = dict(
         target_params=count_parameters(model_config),
         target_flops_per_token=flops_per_token(model_config, seq_len),
         target_kv_cache_bytes_per_token=kv_cache_bytes_per_token(model_config, seq_len),
     )
-    ok = np.ones(H.shape, dtype=bool)
+    ok = np.ones(hid_g.shape, dtype=bool)
     for name, target in budgets.items():
         if target is None:
             continue
         _check_budget(name, target, float(costs[name].min()), full[name])
         ok &= np.abs(costs[name] - target) <= tolerance * target
-    ratio = (I / H) / (base["intermediate_size"] / base["hidden_size"])
+    ratio = (mlp_g / hid_g) / (base["intermediate_size"] / base["hidden_size"])
     ok &= (ratio >= mlp_ratio_range[0] - 1e-9) & (ratio <= mlp_ratio_range[1] + 1e-9)
     narrower = (
-        (H < base["hidden_size"]) | (I < base["intermediate_size"]) | (NQ < base["num_attention_heads"])
+        (hid_g < base["hidden_size"])
+        | (mlp_g < base["intermediate_size"])
+        | (q_g < base["num_attention_heads"])
     )
-    narrower |= NKV < base["num_key_value_heads"]
-    shallower = L < base["num_hidden_layers"]
+    narrower |= kv_g < base["num_key_value_heads"]
+    shallower = lay_g < base["num_hidden_layers"]
     family = np.where(narrower & shallower, 2, np.where(shallower, 1, 0))
     ok &= np.isin(family, [FAMILIES.index(f) for f in families])
     index = np.flatnonzero(ok)
@@ -295,11 +297,11 @@ def enumerate_candidates(
     rng = np.random.default_rng(seed)
     points = np.stack(
         [
-            H / base["hidden_size"],
-            I / base["intermediate_size"],
-            NQ / base["num_attention_heads"],
-            NKV / base["num_key_value_heads"],
-            L / base["num_hidden_layers"],
+            hid_g / base["hidden_size"],
+            mlp_g / base["intermediate_size"],
+            q_g / base["num_attention_heads"],
+            kv_g / base["num_key_value_heads"],
+            lay_g / base["num_hidden_layers"],
         ],
         axis=1,
     )
@@ -316,11 +318,11 @@ def enumerate_candidates(
         )
         match = np.flatnonzero(
             ok
-            & (H == resolved.hidden_size)
-            & (I == resolved.intermediate_size)
-            & (NQ == base["num_attention_heads"])
-            & (NKV == base["num_key_value_heads"])
-            & (L == base["num_hidden_layers"])
+            & (hid_g == resolved.hidden_size)
+            & (mlp_g == resolved.intermediate_size)
+            & (q_g == base["num_attention_heads"])
+            & (kv_g == base["num_key_value_heads"])
+            & (lay_g == base["num_hidden_layers"])
         )
         practical = int(match[0]) if match.size else None
 
@@ -344,11 +346,11 @@ def enumerate_candidates(
     candidates = []
     for i in chosen:
         shape = {
-            "hidden_size": int(H[i]),
-            "intermediate_size": int(I[i]),
-            "num_attention_heads": int(NQ[i]),
-            "num_key_value_heads": int(NKV[i]),
-            "num_hidden_layers": int(L[i]),
+            "hidden_size": int(hid_g[i]),
+            "intermediate_size": int(mlp_g[i]),
+            "num_attention_heads": int(q_g[i]),
+            "num_key_value_heads": int(kv_g[i]),
+            "num_hidden_layers": int(lay_g[i]),
         }
         candidates.append(_exact_candidate(model_config, shape, base, seq_len))
     if target_params is not None:  # the closed form is exact for supported models; keep only what is exact
