@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -61,10 +61,6 @@ class ArchitectureSpec:
     per_layer_config_lists: tuple[str, ...] = ("layer_types",)
     layer_prefix_count_fields: tuple[str, ...] = ()
     notes: str = ""
-    # Attributes some modules cache from the config; refreshed after surgery when present.
-    attention_size_attributes: tuple[str, ...] = field(
-        default=("num_heads", "num_key_value_heads", "num_key_value_groups", "hidden_size")
-    )
 
     # ------------------------------------------------------------------ accessors
     def layers(self, model: nn.Module) -> nn.ModuleList:

@@ -7,8 +7,8 @@ from torch import nn
 from hf_minitron.architectures import ArchitectureSpec
 
 
-def update_model_config(
-    model: nn.Module,
+def pruned_config_values(
+    config,
     spec: ArchitectureSpec,
     *,
     hidden_size: int,
@@ -17,38 +17,59 @@ def update_model_config(
     num_key_value_heads: int,
     head_dim: int,
     kept_layers: list[int],
-) -> None:
-    """Write the new sizes (head_dim explicitly) so that `from_config(model.config)` builds the pruned shape,
-    slice per-layer config lists, recount "first N layers" fields and refresh sizes cached on modules."""
-    config = model.config
+) -> dict:
+    """The config entries that change: sizes (head_dim explicitly), per-layer lists sliced to the kept layers,
+    "first N layers" fields recounted."""
+    values = {}
     for name in spec.per_layer_config_lists:
-        values = getattr(config, name, None)
-        if isinstance(values, (list, tuple)) and len(values) == config.num_hidden_layers:
-            setattr(config, name, [values[i] for i in kept_layers])
+        current = getattr(config, name, None)
+        if isinstance(current, (list, tuple)) and len(current) == config.num_hidden_layers:
+            values[name] = [current[i] for i in kept_layers]
     for name in spec.layer_prefix_count_fields:
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            setattr(config, name, sum(1 for i in kept_layers if i < value))
-    config.hidden_size = hidden_size
-    config.intermediate_size = intermediate_size
-    config.num_attention_heads = num_attention_heads
-    config.num_key_value_heads = num_key_value_heads
-    config.head_dim = head_dim
-    config.num_hidden_layers = len(kept_layers)
+        current = getattr(config, name, None)
+        if isinstance(current, int):
+            values[name] = sum(1 for i in kept_layers if i < current)
+    values.update(
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        head_dim=head_dim,
+        num_hidden_layers=len(kept_layers),
+    )
+    return values
+
+
+def check_config_values(config, values: dict) -> None:
+    """Let transformers' own config class validate the pruned shape (some require hidden % heads == 0)."""
+    try:
+        type(config).from_dict({**config.to_dict(), **values})
+    except Exception as error:  # strict-dataclass and plain validation errors alike
+        shape = ", ".join(f"{k}={values[k]}" for k in ("hidden_size", "num_attention_heads", "head_dim"))
+        raise ValueError(
+            f"{shape} is invalid: allowed shapes that {type(config).__name__} accepts; it says: {error}"
+        ) from error
+
+
+def update_model_config(model: nn.Module, spec: ArchitectureSpec, values: dict) -> None:
+    """Write `values` into `model.config` (the only place that does) and refresh sizes cached on modules, so
+    that `from_config(model.config)` builds exactly the pruned shape."""
+    for name, value in values.items():
+        setattr(model.config, name, value)
+    n_q, n_kv = values["num_attention_heads"], values["num_key_value_heads"]
     sizes = {
-        "hidden_size": hidden_size,
-        "intermediate_size": intermediate_size,
-        "num_heads": num_attention_heads,
-        "num_attention_heads": num_attention_heads,
-        "num_key_value_heads": num_key_value_heads,
-        "num_key_value_groups": num_attention_heads // num_key_value_heads,
+        "hidden_size": values["hidden_size"],
+        "intermediate_size": values["intermediate_size"],
+        "num_heads": n_q,
+        "num_attention_heads": n_q,
+        "num_key_value_heads": n_kv,
+        "num_key_value_groups": n_q // n_kv,
     }
     for layer in spec.layers(model):
         for module in (layer, spec.attn(layer), spec.mlp_module(layer)):
             for name, value in sizes.items():
-                if isinstance(getattr(module, name, None), int) and not isinstance(
-                    getattr(module, name), bool
-                ):
+                current = getattr(module, name, None)
+                if isinstance(current, int) and not isinstance(current, bool):
                     setattr(module, name, value)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import torch
@@ -11,7 +12,12 @@ from hf_minitron.architectures import get_spec
 from hf_minitron.config import PruningConfig
 from hf_minitron.importance.estimate import requested_axes
 from hf_minitron.importance.scores import ImportanceScores
-from hf_minitron.pruning.config_update import provenance, update_model_config
+from hf_minitron.pruning.config_update import (
+    check_config_values,
+    provenance,
+    pruned_config_values,
+    update_model_config,
+)
 from hf_minitron.pruning.depth import drop_layers, layers_to_keep
 from hf_minitron.pruning.slicing import top_sorted
 from hf_minitron.pruning.width import prune_channels, prune_heads, prune_neurons
@@ -31,8 +37,8 @@ def _head_dim(config) -> int:
 
 
 def _check_scores(model_config, config: PruningConfig, scores: ImportanceScores | None) -> set[str]:
-    axes = requested_axes(model_config, config)
-    axes.discard("layers") if config.target_params is not None and config.num_hidden_layers is None else None
+    # after resolve_target_params the explicit sizes decide what is pruned
+    axes = requested_axes(model_config, dataclasses.replace(config, target_params=None))
     if not axes:
         return axes
     if scores is None:
@@ -107,6 +113,17 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
         contiguous=scores is not None and scores.metadata.get("depth_metric") == "contiguous",
         layers_to_drop=config.layers_to_drop,
     )
+    values = pruned_config_values(
+        mc,
+        spec,
+        hidden_size=new_hidden,
+        intermediate_size=new_inter,
+        num_attention_heads=new_q,
+        num_key_value_heads=new_kv,
+        head_dim=head_dim,
+        kept_layers=kept_layers,
+    )
+    check_config_values(mc, values)
     tied = spec.lm_head(model).weight is spec.embed(model).weight
 
     with torch.no_grad():
@@ -131,16 +148,7 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
             prune_channels(spec, model, keep, tied)
             kept_channels = keep.tolist()
 
-    update_model_config(
-        model,
-        spec,
-        hidden_size=new_hidden,
-        intermediate_size=new_inter,
-        num_attention_heads=new_q,
-        num_key_value_heads=new_kv,
-        head_dim=head_dim,
-        kept_layers=kept_layers,
-    )
+    update_model_config(model, spec, values)
     model.config.minitron = provenance(
         getattr(mc, "minitron", None),
         source_config_sizes=source,

@@ -1,0 +1,361 @@
+"""prune_model against independent references: the unpruned model, plain slicing, and plain transformers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from tiny_models import ARCHITECTURES, random_batches, tiny_model
+from transformers import AutoModelForCausalLM
+
+from hf_minitron.architectures import get_spec
+from hf_minitron.config import PruningConfig
+from hf_minitron.importance import ImportanceScores, estimate_importance
+from hf_minitron.pruning import prune_model
+
+ZERO_NEURONS = torch.arange(0, 128, 4)  # 32 of 128 MLP neurons in every layer
+ZERO_GROUPS = (1, 3)  # KV groups (query heads 2, 3, 6, 7)
+ZERO_LAYER = 2
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def zero_components(model) -> None:
+    """Make neurons, one KV group and one whole layer contribute nothing (independently of hf_minitron)."""
+    spec = get_spec(model)
+    head_dim = model.config.head_dim
+    rows = torch.cat([torch.arange(g * head_dim, (g + 1) * head_dim) for g in ZERO_GROUPS])
+    with torch.no_grad():
+        for i, layer in enumerate(spec.layers(model)):
+            up = layer.mlp.up_proj
+            up.weight[ZERO_NEURONS] = 0
+            layer.self_attn.v_proj.weight[rows] = 0
+            if layer.self_attn.v_proj.bias is not None:
+                layer.self_attn.v_proj.bias[rows] = 0
+            if i == ZERO_LAYER:
+                layer.self_attn.o_proj.weight.zero_()
+                layer.mlp.down_proj.weight.zero_()
+
+
+ZERO_TARGET = PruningConfig(intermediate_size=96, num_key_value_heads=2, num_hidden_layers=3)
+
+
+@pytest.fixture(scope="module")
+def zero_pruned(tmp_path_factory):
+    """Every architecture with zeroed components, pruned exactly to them and saved (logits recorded)."""
+    root = tmp_path_factory.mktemp("zero")
+    batch = random_batches(n=1, pad_last=3, seed=1)[0]
+    out = {}
+    for arch in ARCHITECTURES:
+        model = tiny_model(arch)
+        zero_components(model)
+        before = _logits(model, batch)
+        scores = estimate_importance(model, random_batches(pad_last=4), ZERO_TARGET)
+        prune_model(model, ZERO_TARGET, scores)
+        after = _logits(model, batch)
+        path = root / arch
+        model.save_pretrained(path)
+        torch.save({"batch": batch, "logits": before}, path / "expected.pt")
+        out[arch] = (model, scores, before, after, path)
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_zero_contribution_ranks_last_and_pruning_it_is_exact(zero_pruned, arch):
+    model, scores, before, after, _ = zero_pruned[arch]
+    zero = torch.zeros(128, dtype=torch.bool)
+    zero[ZERO_NEURONS] = True
+    assert (scores.neurons[:, zero] == 0).all() and (scores.neurons[:, ~zero] > 0).all()
+    group_scores = scores.heads.reshape(4, 4, 2).sum(-1)
+    assert (group_scores[:, list(ZERO_GROUPS)] == 0).all() and (group_scores.sum(1) > 0).all()
+    assert scores.layers.argmin() == ZERO_LAYER
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    assert model.config.minitron["kept_layers"] == [0, 1, 3]
+    assert model.config.num_key_value_heads == 2 and model.config.num_attention_heads == 4
+    # the config alone rebuilds exactly this shape
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+
+
+RELOAD = r"""
+import json, sys, torch
+from transformers import AutoModelForCausalLM
+report = {}
+for path in sys.argv[1:]:
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    expected = torch.load(path + "/expected.pt")
+    with torch.no_grad():
+        logits = model(**expected["batch"]).logits
+    err = (logits - expected["logits"]).abs().max().item()
+    gen = model.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=4, min_new_tokens=4, do_sample=False, pad_token_id=0)
+    tied = model.lm_head.weight is model.get_input_embeddings().weight
+    report[path] = {"err": err, "gen": gen.shape[1], "tied": tied, "minitron": model.config.minitron}
+assert not any(m.startswith("hf_minitron") for m in sys.modules)
+print(json.dumps(report))
+"""
+
+
+def reload_in_fresh_process(paths) -> dict:
+    """Load saved checkpoints with plain transformers in a process that never imports hf_minitron."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    res = subprocess.run(
+        [sys.executable, "-c", RELOAD, *map(str, paths)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return {os.path.basename(k): v for k, v in json.loads(res.stdout.strip().splitlines()[-1]).items()}
+
+
+def test_zero_pruned_reload_in_fresh_process(zero_pruned):
+    report = reload_in_fresh_process([zero_pruned[a][-1] for a in ARCHITECTURES])
+    for arch in ARCHITECTURES:
+        model = zero_pruned[arch][0]
+        assert report[arch]["err"] < 1e-5, arch
+        assert report[arch]["gen"] == 7, arch
+        assert report[arch]["tied"] == bool(model.config.tie_word_embeddings), arch
+        assert report[arch]["minitron"] == model.config.minitron
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_no_targets_keeps_logits(arch):
+    model = tiny_model(arch)
+    batch = random_batches(n=1)[0]
+    before = _logits(model, batch)
+    scores = estimate_importance(model, random_batches(), PruningConfig())
+    assert (
+        scores.neurons is None and scores.heads is None and scores.channels is None and scores.layers is None
+    )
+    prune_model(model, PruningConfig(), scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=0, rtol=0)
+
+
+def _manual_scores(model, seed=0) -> ImportanceScores:
+    g = torch.Generator().manual_seed(seed)
+    c = model.config
+    return ImportanceScores(
+        neurons=torch.rand(c.num_hidden_layers, c.intermediate_size, generator=g),
+        heads=torch.rand(c.num_hidden_layers, c.num_attention_heads, generator=g),
+        channels=torch.rand(c.hidden_size, generator=g),
+        layers=torch.rand(c.num_hidden_layers, generator=g),
+        metadata={"depth_metric": "block_importance"},
+    )
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_channel_pruning_keeps_top_channels_in_order(arch):
+    model = tiny_model(arch)
+    spec = get_spec(model)
+    scores = _manual_scores(model)
+    keep = sorted(torch.topk(scores.channels, 40).indices.tolist())
+    ref = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        embedded = spec.embed(model)(ids)
+    prune_model(model, PruningConfig(hidden_size=40), scores)
+    sd = model.state_dict()
+    assert model.config.minitron["kept_hidden_channels"] == keep
+    for name, value in sd.items():
+        old = ref[name]
+        if "embed_tokens" in name or "lm_head" in name:
+            if not spec.embed_scale_from_hidden_size:
+                torch.testing.assert_close(value, old[:, keep], atol=0, rtol=0)
+        elif name.endswith("norm.weight") or name.endswith("layernorm.weight") or name.endswith("norm.bias"):
+            if "q_norm" in name or "k_norm" in name:
+                assert value.shape == old.shape
+            elif not (name == "model.norm.weight" and spec.embed_scale_from_hidden_size):
+                torch.testing.assert_close(value, old[keep], atol=0, rtol=0)
+        elif any(
+            p in name for p in ("q_proj.weight", "k_proj.weight", "v_proj.weight", "up_proj", "gate_proj")
+        ):
+            torch.testing.assert_close(value, old[:, keep], atol=0, rtol=0)
+        elif "o_proj.weight" in name or "down_proj.weight" in name:
+            torch.testing.assert_close(value, old[keep], atol=0, rtol=0)
+    # what the kept channels receive from the embedding is unchanged (Gemma's sqrt(hidden) scale compensated)
+    with torch.no_grad():
+        torch.testing.assert_close(spec.embed(model)(ids), embedded[..., keep], atol=1e-5, rtol=1e-5)
+    if model.config.tie_word_embeddings:
+        assert spec.lm_head(model).weight is spec.embed(model).weight
+    for module in model.modules():
+        if hasattr(module, "normalized_shape"):
+            assert tuple(module.normalized_shape) == (40,)
+
+
+def test_gemma_tied_head_compensation_keeps_logits_of_zero_channels():
+    """With channels that are zero everywhere, only norms' RMS denominators differ; Gemma's embedding scale and
+    tied head are compensated, so the residual stream keeps its values on the kept channels."""
+    model = tiny_model("gemma")
+    spec = get_spec(model)
+    keep = torch.arange(48)
+    scores = _manual_scores(model)
+    scores.channels = torch.cat([torch.ones(48), torch.zeros(16)])
+    final_gain = 1 + spec.final_norm(model).weight.detach().clone()
+    head = spec.lm_head(model).weight.detach().clone()
+    prune_model(model, PruningConfig(hidden_size=48), scores)
+    # LM head (tied, scaled by sqrt(64/48)) times final gain (divided by it) equals the original product
+    new = (1 + spec.final_norm(model).weight.detach()) * spec.lm_head(model).weight.detach()
+    torch.testing.assert_close(new, final_gain[keep] * head[:, keep], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen3"])
+def test_head_pruning_keeps_best_heads_within_groups(arch):
+    model = tiny_model(arch)
+    scores = _manual_scores(model)
+    scores.heads = torch.tensor([[0.1, 0.9, 0.8, 0.7, 0.5, 0.6, 0.2, 0.3]] * 4)
+    q_before = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    k_before = model.model.layers[0].self_attn.k_proj.weight.detach().clone()
+    prune_model(model, PruningConfig(num_attention_heads=4), scores)
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads, model.config.head_dim) == (
+        4,
+        4,
+        8,
+    )
+    heads = [1, 2, 5, 7]  # best head of each group (0,1), (2,3), (4,5), (6,7)
+    rows = torch.cat([torch.arange(h * 8, h * 8 + 8) for h in heads])
+    torch.testing.assert_close(model.model.layers[0].self_attn.q_proj.weight, q_before[rows], atol=0, rtol=0)
+    torch.testing.assert_close(model.model.layers[0].self_attn.k_proj.weight, k_before, atol=0, rtol=0)
+    model(**random_batches(n=1)[0])
+
+
+def test_kv_group_pruning_drops_whole_groups():
+    model = tiny_model("llama")
+    scores = _manual_scores(model)
+    scores.heads = torch.tensor(
+        [[0.1, 0.9, 0.1, 0.1, 0.5, 0.6, 0.2, 0.3]] * 4
+    )  # groups 0.1+0.9, 0.2, 1.1, 0.5
+    k_before = model.model.layers[1].self_attn.k_proj.weight.detach().clone()
+    prune_model(model, PruningConfig(num_key_value_heads=2), scores)
+    assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (4, 2)
+    rows = torch.cat([torch.arange(0, 8), torch.arange(16, 24)])
+    torch.testing.assert_close(model.model.layers[1].self_attn.k_proj.weight, k_before[rows], atol=0, rtol=0)
+    assert model.model.layers[1].self_attn.num_key_value_groups == 2
+
+
+def test_head_carry_over_formula():
+    model = tiny_model("llama", num_attention_heads=8, num_key_value_heads=1)
+    scores = _manual_scores(model)
+    order = [3, 0, 5, 1, 7, 2, 6, 4]  # heads from best to worst
+    scores.heads = torch.zeros(4, 8)
+    scores.heads[:, order] = torch.linspace(1, 0.1, 8)
+    w = model.model.layers[0].self_attn.o_proj.weight.detach().clone().reshape(64, 8, 8)
+    prune_model(model, PruningConfig(num_attention_heads=4, head_carry_over=True), scores)
+    # L=8, K=4: ranks i = 1..4 absorb ranks 2K-i+1 = 8..5
+    expected = {}
+    for i in range(1, 5):
+        keep, pruned = order[i - 1], order[2 * 4 - i]
+        expected[keep] = 2 * w[:, keep] - w[:, pruned]
+    kept = sorted(order[:4])
+    new = model.model.layers[0].self_attn.o_proj.weight.detach().reshape(64, 4, 8)
+    for j, h in enumerate(kept):
+        torch.testing.assert_close(new[:, j], expected[h], atol=1e-6, rtol=1e-6)
+
+
+def test_depth_renumbers_layer_index_and_layer_types(tmp_path):
+    model = tiny_model("gemma2")
+    types = list(model.config.layer_types)
+    prune_model(model, PruningConfig(layers_to_drop=[0]))
+    assert model.config.layer_types == types[1:]
+    assert [layer.self_attn.layer_idx for layer in model.model.layers] == [0, 1, 2]
+    assert [layer.self_attn.sliding_window for layer in model.model.layers] == [None, 16, None]
+    model.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3, do_sample=False)
+    qwen = tiny_model("qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=2)
+    prune_model(qwen, PruningConfig(layers_to_drop=[1, 2]))
+    assert qwen.config.max_window_layers == 1 and qwen.config.num_hidden_layers == 2
+
+
+def test_repeated_pruning_composes_provenance():
+    model = tiny_model("llama")
+    prune_model(model, PruningConfig(layers_to_drop=[1], hidden_size=48), _manual_scores(model, 1))
+    first = dict(model.config.minitron)
+    prune_model(model, PruningConfig(layers_to_drop=[0], hidden_size=32), _manual_scores(model, 2))
+    record = model.config.minitron
+    assert record["kept_layers"] == first["kept_layers"][1:] == [2, 3]
+    assert record["source_hidden_size"] == 64 and record["source_num_hidden_layers"] == 4
+    assert set(record["kept_hidden_channels"]) <= set(first["kept_hidden_channels"])
+    assert len(record["kept_hidden_channels"]) == 32
+
+
+def test_contiguous_depth_drops_the_zeroed_block():
+    model = tiny_model("llama")
+    with torch.no_grad():
+        for layer in model.model.layers[1:3]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+    batch = random_batches(n=1)[0]
+    before = _logits(model, batch)
+    config = PruningConfig(num_hidden_layers=2, depth_metric="contiguous")
+    scores = estimate_importance(model, random_batches(), config)
+    prune_model(model, config, scores)
+    assert model.config.minitron["kept_layers"] == [0, 3]
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="num_hidden_layers"):
+        prune_model(
+            tiny_model("llama"), PruningConfig(num_hidden_layers=3, depth_metric="contiguous"), scores
+        )
+
+
+BAD_REQUESTS = [
+    (PruningConfig(hidden_size=65), "hidden_size=65"),
+    (PruningConfig(intermediate_size=129), "intermediate_size=129"),
+    (PruningConfig(num_hidden_layers=5), "num_hidden_layers=5"),
+    (PruningConfig(num_key_value_heads=5), "num_key_value_heads=5"),
+    (PruningConfig(num_attention_heads=6), "num_attention_heads=6"),  # 6 is not a multiple of 4 KV groups
+    (
+        PruningConfig(num_attention_heads=12, num_key_value_heads=2),
+        "num_attention_heads=12",
+    ),  # 6 per group > 2
+    (PruningConfig(layers_to_drop=[4]), "layers_to_drop"),
+    (PruningConfig(layers_to_drop=[0, 1, 2, 3]), "layers_to_drop"),
+    (PruningConfig(layers_to_drop=[1], num_hidden_layers=2), "num_hidden_layers=2"),
+]
+
+
+@pytest.mark.parametrize("config,match", BAD_REQUESTS, ids=[m for _, m in BAD_REQUESTS])
+def test_bad_requests_raise_and_leave_model_untouched(config, match):
+    model = tiny_model("llama")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    config_before = model.config.to_dict()
+    with pytest.raises(ValueError, match=match) as info:
+        prune_model(model, config, _manual_scores(model))
+    assert "allowed" in str(info.value)
+    assert model.config.to_dict() == config_before
+    after = model.state_dict()
+    assert all(torch.equal(state[k], after[k]) for k in state)
+
+
+def test_scores_for_another_shape_or_missing_axis_are_refused():
+    model = tiny_model("llama")
+    other = _manual_scores(tiny_model("llama", intermediate_size=96))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="scores.neurons"):
+        prune_model(model, PruningConfig(intermediate_size=64), other)
+    partial = _manual_scores(model)
+    partial.channels = None
+    with pytest.raises(ValueError, match="scores.channels"):
+        prune_model(model, PruningConfig(intermediate_size=64, hidden_size=32), partial)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_unsupported_model_type_is_refused():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32))
+    with pytest.raises(ValueError, match="gpt2.*llama"):
+        prune_model(model, PruningConfig(hidden_size=8), None)
+
+
+def test_pruning_keeps_dtype_device_and_requires_grad():
+    model = tiny_model("qwen2").to(torch.bfloat16)
+    model.model.layers[0].mlp.up_proj.weight.requires_grad_(False)
+    prune_model(model, PruningConfig(intermediate_size=64, hidden_size=32), _manual_scores(model))
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert not model.model.layers[0].mlp.up_proj.weight.requires_grad
+    assert model.model.layers[1].mlp.up_proj.weight.requires_grad
+    assert model.model.layers[0].mlp.up_proj.weight.shape == (64, 32)
