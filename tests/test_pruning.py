@@ -359,3 +359,16 @@ def test_pruning_keeps_dtype_device_and_requires_grad():
     assert not model.model.layers[0].mlp.up_proj.weight.requires_grad
     assert model.model.layers[1].mlp.up_proj.weight.requires_grad
     assert model.model.layers[0].mlp.up_proj.weight.shape == (64, 32)
+
+
+def test_parameter_budget_resolves_to_explicit_widths():
+    model = tiny_model("llama")
+    config = PruningConfig(target_params=int(0.7 * model.num_parameters()))
+    scores = estimate_importance(model, random_batches(n=1), config)
+    assert all(getattr(scores, n) is not None for n in ("neurons", "heads", "channels", "layers"))
+    prune_model(model, config, scores)
+    assert model.config.hidden_size < 64 or model.config.intermediate_size < 128
+    assert model.config.num_hidden_layers == 4
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert fresh.num_parameters() == model.num_parameters()
+    assert abs(model.num_parameters() / config.target_params - 1) < 0.1

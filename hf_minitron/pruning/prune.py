@@ -79,14 +79,15 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
         Everything is validated before the first tensor changes: a `ValueError` leaves the model untouched.
     """
     spec = get_spec(model)
-    if config.target_params is not None:
+    target = config.target_params
+    if target is not None:
         from hf_minitron.search import resolve_target_params
 
         config = resolve_target_params(model.config, config)
         logger.info(
             "target_params=%d resolved to hidden_size=%s, intermediate_size=%s (search_architectures ranks "
             "alternatives after a short retraining)",
-            config.target_params,
+            target,
             config.hidden_size,
             config.intermediate_size,
         )
