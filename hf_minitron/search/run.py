@@ -1,0 +1,404 @@
+"""Running the search: prune every candidate from one set of scores, retrain briefly by distillation, rank."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from hf_minitron.search.cost import SHAPE_KEYS, count_parameters, shape_of
+from hf_minitron.search.space import FAMILIES, Candidate, effective_multiple, enumerate_candidates
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CandidateResult:
+    """
+    One searched shape and how it did.
+
+    Args:
+        candidate (`Candidate`): The shape and its costs.
+        config (`PruningConfig`): The config that prunes the model to it.
+        loss_after_pruning (`float`): Eval LM loss right after pruning, before any retraining.
+        loss_after_retraining (`float`, *optional*): Eval LM loss after `steps` distillation steps.
+        steps (`int`): Distillation steps (the same token budget for every candidate).
+        seconds (`float`): Wall time for pruning, retraining and evaluation.
+    """
+
+    candidate: Candidate
+    config: object
+    loss_after_pruning: float
+    loss_after_retraining: float | None = None
+    steps: int = 0
+    seconds: float = 0.0
+
+    @property
+    def loss(self) -> float:
+        """The loss the ranking uses: after retraining when there was any, else right after pruning."""
+        return self.loss_after_pruning if self.loss_after_retraining is None else self.loss_after_retraining
+
+    def to_dict(self) -> dict:
+        return {
+            **self.candidate.to_dict(),
+            "loss_after_pruning": self.loss_after_pruning,
+            "loss_after_retraining": self.loss_after_retraining,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+@dataclass
+class SearchResult:
+    """
+    What `search_architectures` found.
+
+    Args:
+        ranking (`list[CandidateResult]`): Best first, by eval loss after retraining (or after pruning when no
+            retraining was done).
+        target (`dict`): The budgets and search settings.
+        best_model (`nn.Module`, *optional*): The best retrained student, when `keep_best_model=True`.
+    """
+
+    ranking: list[CandidateResult]
+    target: dict = field(default_factory=dict)
+    best_model: nn.Module | None = None
+
+    @property
+    def best(self):
+        """The `PruningConfig` of the best candidate."""
+        return self.ranking[0].config
+
+    @property
+    def best_after_pruning(self) -> CandidateResult:
+        """The candidate with the lowest loss right after pruning (Minitron: often not the best after retraining)."""
+        return min(self.ranking, key=lambda r: r.loss_after_pruning)
+
+    @property
+    def ranking_changed(self) -> bool:
+        """Whether the best candidate after retraining differs from the best right after pruning."""
+        return self.best_after_pruning is not self.ranking[0]
+
+    def to_dict(self) -> dict:
+        return {
+            "target": self.target,
+            "best": self.ranking[0].candidate.name,
+            "best_after_pruning": self.best_after_pruning.candidate.name,
+            "ranking_changed": self.ranking_changed,
+            "ranking": [r.to_dict() for r in self.ranking],
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write `to_dict()` as JSON."""
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2)
+            f.write("\n")
+
+    def to_markdown(self) -> str:
+        """The ranking as a Markdown table."""
+        lines = [
+            "| rank | family | hidden | MLP | heads / KV | layers | params | loss after pruning | loss after retraining |",
+            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for i, r in enumerate(self.ranking, 1):
+            c = r.candidate
+            retrained = "-" if r.loss_after_retraining is None else f"{r.loss_after_retraining:.4f}"
+            lines.append(
+                f"| {i} | {c.family} | {c.hidden_size} | {c.intermediate_size} | {c.num_attention_heads} / "
+                f"{c.num_key_value_heads} | {c.num_hidden_layers} | {c.params:,} | {r.loss_after_pruning:.4f} | "
+                f"{retrained} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+@torch.no_grad()
+def evaluate_lm_loss(model: nn.Module, dataset, batch_size: int = 8) -> float:
+    """Mean next-token cross-entropy over the tokens of `dataset` (rows with `input_ids`, optional
+    `attention_mask` and `labels`; -100 and padding ignored)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        ids = torch.as_tensor(rows["input_ids"], device=device)
+        mask = torch.as_tensor(rows["attention_mask"], device=device) if "attention_mask" in rows else None
+        labels = torch.as_tensor(rows["labels"], device=device) if "labels" in rows else ids.clone()
+        if mask is not None:
+            labels = labels.masked_fill(mask == 0, -100)
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+        targets = labels[:, 1:]
+        loss = nn.functional.cross_entropy(
+            logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
+        )
+        total += float(loss)
+        count += int((targets != -100).sum())
+    model.train(was_training)
+    if count == 0:
+        raise ValueError("eval_dataset has no tokens to score")
+    return total / count
+
+
+def _fresh_copy(model: nn.Module) -> nn.Module:
+    """A trainable deep copy (the trainer freezes the teacher in place, so the source may be frozen)."""
+    student = copy.deepcopy(model)
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return student
+
+
+def _distill(student, teacher, args, train_dataset, steps: int, output_dir: str, data_collator=None):
+    """Run `steps` DistillationTrainer steps on `student` (in place); the teacher's `requires_grad` flags
+    (which the trainer turns off) are restored afterwards."""
+    from transformers import default_data_collator
+
+    from hf_minitron.distillation import DistillationArguments, DistillationTrainer
+
+    if args is None:
+        args = DistillationArguments(output_dir=output_dir, learning_rate=1e-4, per_device_train_batch_size=8)
+    args = dataclasses.replace(
+        args, output_dir=output_dir, max_steps=steps, save_strategy="no", report_to=[], eval_strategy="no"
+    )
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=train_dataset,
+        data_collator=data_collator or default_data_collator,
+    )
+    flags = [p.requires_grad for p in teacher.parameters()]
+    try:
+        trainer.train()
+    finally:
+        for p, flag in zip(teacher.parameters(), flags):
+            p.requires_grad_(flag)
+    return student
+
+
+def search_architectures(
+    model: nn.Module,
+    scores,
+    target_params: int | None = None,
+    *,
+    train_dataset=None,
+    eval_dataset=None,
+    args=None,
+    steps_per_candidate: int = 300,
+    max_candidates: int = 20,
+    tolerance: float = 0.05,
+    target_flops_per_token: float | None = None,
+    target_kv_cache_bytes_per_token: float | None = None,
+    seq_len: int = 4096,
+    families: tuple[str, ...] = FAMILIES,
+    pruning_config=None,
+    candidates: list[Candidate] | None = None,
+    data_collator=None,
+    eval_batch_size: int = 8,
+    keep_best_model: bool = False,
+    seed: int = 0,
+) -> SearchResult:
+    """Minitron's light architecture search: every shape that meets the budget (at most `max_candidates`,
+    chosen to cover width-only, depth-only and mixed shapes, see `enumerate_candidates`) is pruned from the
+    same `scores`, retrained for `steps_per_candidate` distillation steps from the unpruned `model`, and ranked
+    by eval loss after that short retraining (rankings right after pruning are unreliable; Minitron found
+    they settle after ~300 steps). The loss right after pruning is recorded too.
+
+    Args:
+        model (`nn.Module`): The unpruned model; it is the teacher and stays unchanged (each candidate is
+            pruned from a deep copy).
+        scores (`ImportanceScores`): Scores for every axis (`estimate_importance` with a `PruningConfig` whose
+            `target_params` is set scores them all).
+        target_params (`int`, *optional*): Total parameter budget (exact counts, embeddings and lm_head
+            included). Or/and `target_flops_per_token`, `target_kv_cache_bytes_per_token` at `seq_len`.
+        train_dataset, eval_dataset (`datasets.Dataset`): Packed blocks (`input_ids`, `attention_mask`,
+            `labels`); `train_dataset` may be None when `steps_per_candidate=0`.
+        args (`DistillationArguments`, *optional*): Training settings; `max_steps` and `output_dir` are set per
+            candidate (`<output_dir>/candidate-<i>`), checkpoints and reporting are off.
+        steps_per_candidate (`int`, defaults to 300): Distillation steps per candidate (the same token budget
+            for each); 0 ranks right after pruning.
+        max_candidates (`int`, defaults to 20), tolerance (`float`, defaults to 0.05), families, seed:
+            See `enumerate_candidates`.
+        pruning_config (`PruningConfig`, *optional*): Settings copied into every candidate's config
+            (importance criterion, depth metric, `width_multiple`, ...).
+        candidates (`list[Candidate]`, *optional*): Search exactly these shapes instead of enumerating.
+        keep_best_model (`bool`, defaults to False): Keep the best retrained student in `result.best_model`.
+    """
+    from hf_minitron.pruning import prune_model
+
+    if eval_dataset is None:
+        raise ValueError("eval_dataset is required: candidates are ranked by their eval loss")
+    if steps_per_candidate and train_dataset is None:
+        raise ValueError(
+            "train_dataset is required when steps_per_candidate > 0 (or pass steps_per_candidate=0)"
+        )
+    width_multiple = pruning_config.width_multiple if pruning_config is not None else 64
+    if candidates is None:
+        candidates = enumerate_candidates(
+            model.config,
+            target_params,
+            target_flops_per_token=target_flops_per_token,
+            target_kv_cache_bytes_per_token=target_kv_cache_bytes_per_token,
+            seq_len=seq_len,
+            tolerance=tolerance,
+            width_multiple=width_multiple,
+            max_candidates=max_candidates,
+            families=families,
+            seed=seed,
+        )
+    base = pruning_config
+    if base is not None and base.target_params is not None:
+        base = dataclasses.replace(base, target_params=None)
+    output_root = args.output_dir if args is not None else "search-output"
+    results: list[CandidateResult] = []
+    best_model, best_loss = None, math.inf
+    for i, candidate in enumerate(candidates):
+        start = time.perf_counter()
+        config = candidate.to_pruning_config(base)
+        student = prune_model(_fresh_copy(model), config, scores)
+        loss_pruned = evaluate_lm_loss(student, eval_dataset, eval_batch_size)
+        loss_retrained = None
+        if steps_per_candidate:
+            torch.manual_seed(seed)
+            _distill(
+                student,
+                model,
+                args,
+                train_dataset,
+                steps_per_candidate,
+                os.path.join(output_root, f"candidate-{i}"),
+                data_collator,
+            )
+            loss_retrained = evaluate_lm_loss(student, eval_dataset, eval_batch_size)
+        result = CandidateResult(
+            candidate, config, loss_pruned, loss_retrained, steps_per_candidate, time.perf_counter() - start
+        )
+        logger.info(
+            "candidate %d/%d %s (%s, %s params): loss %.4f after pruning, %s after retraining",
+            i + 1,
+            len(candidates),
+            candidate.name,
+            candidate.family,
+            f"{candidate.params:,}",
+            loss_pruned,
+            "-" if loss_retrained is None else f"{loss_retrained:.4f}",
+        )
+        results.append(result)
+        if keep_best_model and result.loss < best_loss:
+            best_model, best_loss = student, result.loss
+        del student
+    ranking = sorted(results, key=lambda r: (r.loss, r.candidate.params))
+    target = {
+        "target_params": target_params,
+        "target_flops_per_token": target_flops_per_token,
+        "target_kv_cache_bytes_per_token": target_kv_cache_bytes_per_token,
+        "seq_len": seq_len,
+        "tolerance": tolerance,
+        "steps_per_candidate": steps_per_candidate,
+        "source_params": count_parameters(model.config),
+        "seed": seed,
+    }
+    return SearchResult(ranking=ranking, target=target, best_model=best_model)
+
+
+def _stage_shapes(
+    source: dict[str, int], final: dict[str, int], stages: int, width_multiple: int
+) -> list[dict]:
+    """Per-dimension geometric steps from `source` to `final`; widths rounded to their multiple, heads to
+    whole query heads per KV group; the last stage is exactly `final`."""
+    shapes = []
+    for k in range(1, stages + 1):
+        if k == stages:
+            shapes.append(dict(final))
+            continue
+        frac = k / stages
+        shape = {}
+        for key in SHAPE_KEYS:
+            value = source[key] * (final[key] / source[key]) ** frac
+            if key in ("hidden_size", "intermediate_size"):
+                step = effective_multiple(source[key], width_multiple)
+                value = step * round(value / step)
+            shape[key] = int(min(source[key], max(final[key], round(value))))
+        per_group = max(1, round(shape["num_attention_heads"] / shape["num_key_value_heads"]))
+        shape["num_attention_heads"] = shape["num_key_value_heads"] * per_group
+        shapes.append(shape)
+    return shapes
+
+
+def prune_iteratively(
+    model: nn.Module,
+    config,
+    calibration_batches,
+    *,
+    train_dataset,
+    args=None,
+    stages: int = 2,
+    steps_per_stage: int = 300,
+    eval_dataset=None,
+    data_collator=None,
+    eval_batch_size: int = 8,
+):
+    """Iterative Minitron: prune part of the way, distill, re-estimate importance on the pruned model, prune
+    again, for `stages` stages, with the unpruned `model` as teacher throughout (it stays unchanged).
+
+    Each dimension shrinks geometrically towards the target of `config` (explicit sizes, or `target_params`
+    resolved to Minitron's practical shape). Importance is re-estimated with `config`'s criterion on
+    `calibration_batches` (a list, reused each stage).
+
+    Returns `(student, history)`: the final distilled student and one dict per stage (shape, parameters,
+    eval loss after pruning and after distillation when `eval_dataset` is given).
+    """
+    from hf_minitron.importance import estimate_importance
+    from hf_minitron.pruning import prune_model
+    from hf_minitron.search.space import resolve_target_params
+
+    if stages < 1:
+        raise ValueError(f"stages={stages} is invalid: allowed 1 or more")
+    calibration_batches = list(calibration_batches)
+    config = resolve_target_params(model.config, config)
+    source = shape_of(model.config)
+    n_q, n_kv = config.resolve_heads(model.config)
+    final = {
+        **source,
+        **{k: getattr(config, k) for k in SHAPE_KEYS if getattr(config, k) is not None},
+        "num_attention_heads": n_q,
+        "num_key_value_heads": n_kv,
+    }
+    if config.layers_to_drop:
+        if stages > 1:
+            raise ValueError(
+                "layers_to_drop names layers of the original model: use num_hidden_layers to iterate"
+            )
+        final["num_hidden_layers"] = source["num_hidden_layers"] - len(config.layers_to_drop)
+    student = _fresh_copy(model)
+    history = []
+    output_root = args.output_dir if args is not None else "iterative-output"
+    for stage, shape in enumerate(_stage_shapes(source, final, stages, config.width_multiple), 1):
+        stage_config = dataclasses.replace(config, **shape, layers_to_drop=None, target_params=None)
+        scores = estimate_importance(student, calibration_batches, stage_config)
+        student = prune_model(student, stage_config, scores)
+        record = {"stage": stage, **shape, "params": count_parameters(student.config)}
+        if eval_dataset is not None:
+            record["loss_after_pruning"] = evaluate_lm_loss(student, eval_dataset, eval_batch_size)
+        if steps_per_stage:
+            _distill(
+                student,
+                model,
+                args,
+                train_dataset,
+                steps_per_stage,
+                os.path.join(output_root, f"stage-{stage}"),
+                data_collator,
+            )
+            if eval_dataset is not None:
+                record["loss_after_distillation"] = evaluate_lm_loss(student, eval_dataset, eval_batch_size)
+        history.append(record)
+        logger.info("iterative pruning stage %d/%d: %s", stage, stages, record)
+    return student, history
