@@ -1,0 +1,163 @@
+"""Memory-efficient logit distillation from final hidden states.
+
+Both models' output heads are applied to a chunk of positions at a time; the student's gradient for that chunk
+(with respect to its hidden states, head weight and bias) is computed right away, inside the forward, and kept
+until backward. At most one chunk of ``[chunk_size, vocab]`` logits exists at any time: no full-vocabulary tensor
+for the whole batch, for either model (the full student logits are never needed, not even in backward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .losses import divergence
+
+# Elements of one [chunk, vocab] float32 buffer when `distill_chunk_size` is not given (128 MiB).
+DEFAULT_CHUNK_ELEMENTS = 2**25
+
+
+@dataclass
+class LogitHead:
+    """How a model turns final (post-norm) hidden states into logits.
+
+    Args:
+        weight (`torch.Tensor` of shape `[V, H]`): the output embedding (`lm_head`) weight.
+        bias (`torch.Tensor` of shape `[V]` or None): its bias, if any.
+        scale (`float`, defaults to 1.0): logits are multiplied by it (Granite's 1 / logits_scaling).
+        softcap (`float` or None): when set, logits become `softcap * tanh(logits / softcap)` (Gemma 2).
+        vocab (`int` or None): keep only the first `vocab` rows (for a padded vocabulary).
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None = None
+    scale: float = 1.0
+    softcap: float | None = None
+    vocab: int | None = None
+
+    def raw(self, hidden: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
+        """`hidden @ weight.T + bias` for the kept vocabulary rows (no scaling or capping)."""
+        weight = self.weight if weight is None else weight
+        bias = self.bias if bias is None else bias
+        if self.vocab is not None:
+            weight = weight[: self.vocab]
+            bias = None if bias is None else bias[: self.vocab]
+        return F.linear(hidden.to(weight.dtype), weight, bias)
+
+    def transform(self, raw_logits: torch.Tensor) -> torch.Tensor:
+        """Scaling and soft-capping, in float32."""
+        logits = raw_logits.float()
+        if self.scale != 1.0:
+            logits = logits * self.scale
+        if self.softcap is not None:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Float32 logits `[N, V]` for hidden states `[N, H]`."""
+        return self.transform(self.raw(hidden))
+
+
+class _ChunkedDistillation(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, s_hidden, s_weight, s_bias, t_hidden, labels, s_head, t_head, opts):
+        name, temperature, chunk_size, distill_weight, lm_weight = opts
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        need_any = need_h or need_w or need_b
+        n, vocab = s_hidden.shape[0], s_weight.shape[0] if s_head.vocab is None else s_head.vocab
+        grad_h = torch.zeros_like(s_hidden) if need_h else None
+        grad_w = torch.zeros_like(s_weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(s_bias, dtype=torch.float32) if need_b else None
+        d_sum = torch.zeros((), dtype=torch.float32, device=s_hidden.device)
+        ce_sum = torch.zeros_like(d_sum)
+        for start in range(0, n, chunk_size):
+            h = s_hidden[start : start + chunk_size]
+            t_logits = t_head.logits(t_hidden[start : start + chunk_size])
+            y = None if labels is None else labels[start : start + chunk_size]
+            raw = s_head.raw(h, s_weight, s_bias)
+            with torch.enable_grad():
+                raw.requires_grad_(need_any)
+                s_logits = s_head.transform(raw)
+                d = divergence(name, s_logits, t_logits, temperature).sum()
+                ce = (
+                    F.cross_entropy(s_logits, y, reduction="sum", ignore_index=-100)
+                    if y is not None
+                    else d * 0
+                )
+                if need_any:
+                    (g,) = torch.autograd.grad(distill_weight * d + lm_weight * ce, raw)
+            d_sum += d.detach()
+            ce_sum += ce.detach()
+            if need_any:
+                w = s_weight[:vocab]
+                if need_h:
+                    grad_h[start : start + chunk_size] = (g.to(w.dtype) @ w).to(grad_h.dtype)
+                if need_w:
+                    grad_w[:vocab].addmm_(g.t(), h.float())
+                if need_b:
+                    grad_b[:vocab] += g.sum(0)
+            del t_logits, raw, s_logits
+        ctx.save_for_backward(grad_h, grad_w, grad_b)
+        ctx.weight_dtype = s_weight.dtype
+        total = distill_weight * d_sum + lm_weight * ce_sum
+        ctx.mark_non_differentiable(d_sum, ce_sum)
+        return total, d_sum, ce_sum
+
+    @staticmethod
+    def backward(ctx, grad_total, _grad_d, _grad_ce):
+        # Scaled in place: these buffers are as large as the head weight (a second backward raises).
+        grad_h, grad_w, grad_b = ctx.saved_tensors
+        if grad_h is not None:
+            grad_h = grad_h.mul_(grad_total.to(grad_h.dtype))
+        if grad_w is not None:
+            grad_w = grad_w.mul_(grad_total).to(ctx.weight_dtype)
+        if grad_b is not None:
+            grad_b = grad_b.mul_(grad_total).to(ctx.weight_dtype)
+        return grad_h, grad_w, grad_b, None, None, None, None, None
+
+
+def chunked_distillation_loss(
+    student_hidden: torch.Tensor,
+    student_head: LogitHead,
+    teacher_hidden: torch.Tensor,
+    teacher_head: LogitHead,
+    labels: torch.Tensor | None = None,
+    *,
+    loss: str = "forward_kl",
+    temperature: float = 1.0,
+    distill_weight: float = 1.0,
+    lm_weight: float = 0.0,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Summed logit losses over positions, computed chunk by chunk from final hidden states.
+
+    Args:
+        student_hidden (`torch.Tensor` of shape `[N, Hs]`): student final hidden states of the positions that count.
+        student_head (`LogitHead`): the student's output head; gradients flow to its weight and bias.
+        teacher_hidden (`torch.Tensor` of shape `[N, Ht]`): teacher final hidden states of the same positions.
+        teacher_head (`LogitHead`): the teacher's output head (no gradient).
+        labels (`torch.LongTensor` of shape `[N]` or None): next-token targets for the cross-entropy term.
+        loss (`str`, defaults to "forward_kl"): "forward_kl", "reverse_kl" or "jsd" (see `losses.py`).
+        temperature (`float`, defaults to 1.0): divergence at this temperature, times temperature**2.
+        distill_weight (`float`, defaults to 1.0), lm_weight (`float`, defaults to 0.0): weights in the total.
+        chunk_size (`int` or None): positions per chunk; None picks `DEFAULT_CHUNK_ELEMENTS // V`.
+
+    Returns:
+        `(total, distill_sum, lm_sum)`: float32 scalars; only `total = distill_weight * distill_sum +
+        lm_weight * lm_sum` carries gradients. `lm_sum` is 0 when `labels` is None.
+    """
+    vocab = student_head.vocab or student_head.weight.shape[0]
+    chunk_size = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // vocab)
+    opts = (loss, float(temperature), int(chunk_size), float(distill_weight), float(lm_weight))
+    return _ChunkedDistillation.apply(
+        student_hidden,
+        student_head.weight,
+        student_head.bias,
+        teacher_hidden.detach(),
+        labels,
+        student_head,
+        teacher_head,
+        opts,
+    )

@@ -1,0 +1,109 @@
+"""Distillation losses as plain tensor functions (no model, no trainer).
+
+Every function takes logits or hidden states flattened to ``[N, ...]`` (N = positions that count) and returns
+the loss per position ``[N]`` in float32, so that callers choose the reduction (sum / number of items).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+DISTILL_LOSSES = ("forward_kl", "reverse_kl", "jsd")
+HIDDEN_STATE_LOSSES = ("cosine", "mse")
+
+
+def forward_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(teacher || student) per position, times temperature**2.
+
+    Args:
+        student_logits (`torch.Tensor` of shape `[N, V]`): student logits (any float dtype).
+        teacher_logits (`torch.Tensor` of shape `[N, V]`): teacher logits.
+        temperature (`float`, defaults to 1.0): both distributions are softmax(logits / temperature).
+
+    Returns:
+        `torch.Tensor` of shape `[N]`, float32.
+    """
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    return (t.exp() * (t - s)).sum(-1) * temperature**2
+
+
+def reverse_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """KL(student || teacher) per position, times temperature**2. Shapes as in `forward_kl`."""
+    return forward_kl(teacher_logits, student_logits, temperature)
+
+
+def jsd(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0, beta: float = 0.5
+) -> torch.Tensor:
+    """Generalized Jensen-Shannon divergence per position, times temperature**2.
+
+    ``beta * KL(teacher || m) + (1 - beta) * KL(student || m)`` with ``m = beta * p_teacher + (1 - beta) * p_student``
+    (beta 0.5 is the symmetric JSD). Shapes as in `forward_kl`.
+    """
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    log_m = torch.logaddexp(s + math.log(1 - beta), t + math.log(beta))
+    kl_t = (t.exp() * (t - log_m)).sum(-1)
+    kl_s = (s.exp() * (s - log_m)).sum(-1)
+    return (beta * kl_t + (1 - beta) * kl_s) * temperature**2
+
+
+def divergence(
+    name: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+):
+    """Dispatch on `name` (one of `DISTILL_LOSSES`); returns the per-position loss `[N]`."""
+    if name == "forward_kl":
+        return forward_kl(student_logits, teacher_logits, temperature)
+    if name == "reverse_kl":
+        return reverse_kl(student_logits, teacher_logits, temperature)
+    if name == "jsd":
+        return jsd(student_logits, teacher_logits, temperature)
+    raise ValueError(f"Unknown distill_loss {name!r}; choose one of {DISTILL_LOSSES}.")
+
+
+def hidden_state_loss(name: str, student_states: torch.Tensor, teacher_states: torch.Tensor) -> torch.Tensor:
+    """Per-position loss between hidden states of equal width.
+
+    Args:
+        name (`str`): "cosine" (1 - cosine similarity) or "mse" (mean squared error over the hidden dimension).
+        student_states (`torch.Tensor` of shape `[N, H]`), teacher_states (`torch.Tensor` of shape `[N, H]`).
+
+    Returns:
+        `torch.Tensor` of shape `[N]`, float32.
+    """
+    s, t = student_states.float(), teacher_states.float()
+    if name == "cosine":
+        return 1.0 - F.cosine_similarity(s, t, dim=-1, eps=1e-8)
+    if name == "mse":
+        return (s - t).pow(2).mean(-1)
+    raise ValueError(f"Unknown hidden_state_loss {name!r}; choose one of {HIDDEN_STATE_LOSSES}.")
+
+
+def target_mask(
+    attention_mask: torch.Tensor | None, labels: torch.Tensor | None, input_ids: torch.Tensor
+) -> torch.Tensor:
+    """Which positions count, for next-token prediction: position i predicts token i + 1.
+
+    A position counts when its own and the next token are real (attention_mask 1) and the next label is not -100.
+
+    Args:
+        attention_mask (`torch.Tensor` of shape `[B, T]` or None), labels (`torch.Tensor` of shape `[B, T]` or None),
+        input_ids (`torch.Tensor` of shape `[B, T]`): used for the shape when both others are None.
+
+    Returns:
+        `torch.BoolTensor` of shape `[B, T - 1]`, for positions 0 .. T-2.
+    """
+    mask = torch.ones_like(input_ids[:, 1:], dtype=torch.bool)
+    if attention_mask is not None:
+        mask &= attention_mask[:, 1:].bool() & attention_mask[:, :-1].bool()
+    if labels is not None:
+        mask &= labels[:, 1:] != -100
+    return mask

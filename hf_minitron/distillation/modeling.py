@@ -1,0 +1,114 @@
+"""What the distillation trainer reads from the models: output heads, final norms, depths, layer pairs."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .chunked import LogitHead
+
+
+def logit_transform(config) -> tuple[float, float | None]:
+    """`(scale, softcap)` that a model's forward applies to its `lm_head` output.
+
+    Architecture data, kept in this one place: Granite divides logits by `logits_scaling`, Cohere multiplies them by
+    `logit_scale`, Gemma 2/3 soft-cap them at `final_logit_softcapping`. (Move to `hf_minitron.architectures` if the
+    list grows.)
+    """
+    config = config.get_text_config()
+    scale = 1.0
+    if getattr(config, "logits_scaling", None):
+        scale /= float(config.logits_scaling)
+    if getattr(config, "logit_scale", None):
+        scale *= float(config.logit_scale)
+    softcap = getattr(config, "final_logit_softcapping", None)
+    return scale, (float(softcap) if softcap else None)
+
+
+def base_model(model: nn.Module) -> nn.Module:
+    """The transformers model under a PEFT wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def output_vocab(model: nn.Module) -> int:
+    """Number of rows of the output embedding (the vocabulary the model predicts over)."""
+    return base_model(model).get_output_embeddings().weight.shape[0]
+
+
+def logit_head(model: nn.Module, vocab: int | None = None) -> LogitHead:
+    """The model's `lm_head` as a `LogitHead` (an FSDP2 DTensor weight is gathered once)."""
+    model = base_model(model)
+    head = model.get_output_embeddings()
+    weight, bias = head.weight, getattr(head, "bias", None)
+    if hasattr(weight, "full_tensor"):
+        weight = weight.full_tensor()
+        bias = bias.full_tensor() if hasattr(bias, "full_tensor") else bias
+    scale, softcap = logit_transform(model.config)
+    return LogitHead(weight, bias, scale, softcap, vocab)
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    """The model's final normalization layer (applied to intermediate states for the hidden-state loss)."""
+    model = base_model(model)
+    try:
+        from hf_minitron.architectures import get_spec
+
+        return get_spec(model).final_norm(model)
+    except (ImportError, KeyError, ValueError, AttributeError):
+        norm = getattr(model.get_decoder(), "norm", None)
+        if norm is None:
+            raise ValueError(
+                f"Cannot find the final norm of {type(model).__name__} for the hidden-state loss."
+            ) from None
+        return norm
+
+
+def num_layers(model_or_config) -> int:
+    config = getattr(model_or_config, "config", model_or_config)
+    return int(config.get_text_config().num_hidden_layers)
+
+
+def hidden_size(model_or_config) -> int:
+    config = getattr(model_or_config, "config", model_or_config)
+    return int(config.get_text_config().hidden_size)
+
+
+def default_layer_mapping(
+    student_layers: int, teacher_layers: int, kept_layers: list[int] | None = None
+) -> dict:
+    """Minitron's pair: the student's third-from-last layer and the matching teacher layer.
+
+    When the student was depth-pruned from this teacher (`kept_layers[i]` = the teacher layer that became student layer
+    i), student layer i is paired with the teacher layer whose output feeds the next surviving layer
+    (`kept_layers[i + 1] - 1`); otherwise both are counted from the end (the teacher's third-from-last layer).
+    """
+    i = max(student_layers - 3, 0)
+    if kept_layers is not None and len(kept_layers) == student_layers:
+        return {i: kept_layers[i + 1] - 1 if i + 1 < student_layers else teacher_layers - 1}
+    return {i: teacher_layers - (student_layers - i)}
+
+
+def resolve_layer_pairs(
+    mapping: dict[int, int], student_layers: int, teacher_layers: int
+) -> list[tuple[int, int]]:
+    """Validated `(student_layer, teacher_layer)` pairs with negative indices resolved; ValueError when out of range."""
+    pairs = []
+    for s, t in mapping.items():
+        for who, idx, depth in (("student", s, student_layers), ("teacher", t, teacher_layers)):
+            if not -depth <= idx < depth:
+                raise ValueError(
+                    f"layer_mapping {s}->{t}: {who} layer {idx} is out of range, the {who} has {depth} layers."
+                )
+        pairs.append((s % student_layers, t % teacher_layers))
+    return sorted(pairs)
+
+
+def layer_states(
+    hidden_states: tuple[torch.Tensor, ...], layer: int, depth: int, norm: nn.Module
+) -> torch.Tensor:
+    """Post-norm output of decoder `layer` from an `output_hidden_states` tuple (entry 0 = embeddings).
+
+    The last entry is already the final-normed `last_hidden_state` in transformers; the others get the final norm.
+    """
+    states = hidden_states[layer + 1]
+    return states if layer == depth - 1 else norm(states)

@@ -1,0 +1,331 @@
+"""DistillationTrainer: a `transformers.Trainer` that distills a (pruned) student from a frozen teacher."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
+
+from . import modeling as M
+from .arguments import DistillationArguments
+from .chunked import chunked_distillation_loss
+from .losses import hidden_state_loss, target_mask
+
+logger = logging.get_logger(__name__)
+
+PROJECTION_NAME = "distill_projection.pt"
+
+
+class DistillationTrainer(Trainer):
+    """
+    [`~transformers.Trainer`] that trains `model` (the student) to match the next-token distributions of
+    `teacher_model`, as in Minitron; the logit loss is computed in chunks from final hidden states.
+
+    Args:
+        model (`PreTrainedModel` or `peft.PeftModel`):
+            The student. With a PEFT model only the adapters are trained.
+        teacher_model (`PreTrainedModel`):
+            The teacher. It is frozen (no gradients, eval mode, not in the optimizer), placed on the student's device
+            (never wrapped in DDP; prepared for inference under FSDP / DeepSpeed), may use a lower dtype, and must have
+            the student's vocabulary (see `DistillationArguments.distill_truncate_vocab`).
+        args (`DistillationArguments`):
+            Training and distillation settings.
+        **kwargs:
+            Everything else `transformers.Trainer` takes (`train_dataset`, `eval_dataset`, `data_collator`,
+            `processing_class`, `callbacks`, `optimizers`, ...). Datasets hold `input_ids`, `attention_mask` and
+            (optionally) `labels`; positions with label -100 or padding do not count.
+    """
+
+    _tag_names = ["hf-minitron", "minitron", "distillation"]
+    # compute_loss divides by `num_items_in_batch`, which the trainer always computes (see _get_num_items_in_batch).
+    loss_is_scaled_for_ga = True
+
+    def __init__(
+        self, model: nn.Module | None = None, teacher_model: nn.Module | None = None, args=None, **kwargs
+    ):
+        if model is None:
+            raise ValueError("DistillationTrainer needs `model`, the student to train.")
+        if teacher_model is None:
+            raise ValueError("DistillationTrainer needs `teacher_model`, the model to distill from.")
+        if args is None:
+            args = DistillationArguments(output_dir="tmp_trainer")
+        if not isinstance(args, DistillationArguments):
+            raise TypeError(f"args must be a DistillationArguments, got {type(args).__name__}.")
+        _check_peft_student(model)
+        teacher_model.requires_grad_(False)
+        teacher_model.eval()
+
+        s_vocab, t_vocab = M.output_vocab(model), M.output_vocab(teacher_model)
+        self.distill_vocab = None
+        if s_vocab != t_vocab:
+            if not args.distill_truncate_vocab:
+                raise ValueError(
+                    f"Teacher and student vocab sizes differ: teacher vocab {t_vocab}, student vocab {s_vocab}. "
+                    "Use a teacher with the student's tokenizer, or set distill_truncate_vocab=True to compare only "
+                    f"the first {min(s_vocab, t_vocab)} tokens (for a padded vocabulary)."
+                )
+            self.distill_vocab = min(s_vocab, t_vocab)
+
+        self.layer_pairs, self.teacher_channels, self.projection = self._hidden_state_setup(
+            model, teacher_model, args
+        )
+        super().__init__(model=model, args=args, **kwargs)
+        if args.n_gpu > 1:
+            raise ValueError(
+                "DistillationTrainer does not support nn.DataParallel; launch with torchrun or accelerate."
+            )
+        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
+            raise ValueError(
+                "ZeRO-3 for the student is not supported (the chunked loss reads lm_head outside forward)."
+            )
+        if hasattr(self.model, "add_model_tags"):
+            self.model.add_model_tags(self._tag_names)
+        self.teacher_model = self._prepare_teacher(teacher_model)
+        if self.projection is not None:
+            self.projection.to(self.args.device)
+            if kwargs.get("optimizers", (None, None))[0] is not None:
+                logger.warning(
+                    "A custom optimizer was passed: add trainer.projection's parameters to it yourself."
+                )
+            if self.args.world_size > 1:
+                for p in self.projection.parameters():
+                    p.register_hook(_all_reduce_mean)
+            self.add_callback(_ZeroProjectionGrad(self.projection))
+        self._totals = {"train": defaultdict(float), "eval": defaultdict(float)}
+
+    # ---- setup -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _hidden_state_setup(student, teacher, args):
+        """Layer pairs, teacher channels to keep, and the learned projection for the hidden-state loss."""
+        if not args.uses_hidden_states and args.layer_mapping is None:
+            return [], None, None
+        s_layers, t_layers = M.num_layers(student), M.num_layers(teacher)
+        record = getattr(M.base_model(student).config, "minitron", None) or {}
+        from_this_teacher = record.get("source_num_hidden_layers") == t_layers
+        kept_layers = record.get("kept_layers") if from_this_teacher else None
+        mapping = args.layer_mapping or M.default_layer_mapping(s_layers, t_layers, kept_layers)
+        pairs = M.resolve_layer_pairs(mapping, s_layers, t_layers)
+        if not args.uses_hidden_states:
+            logger.warning("layer_mapping is set but hidden_state_weight is 0: the hidden-state loss is off.")
+            return pairs, None, None
+        s_hidden, t_hidden = M.hidden_size(student), M.hidden_size(teacher)
+        if s_hidden == t_hidden:
+            return pairs, None, None
+        kept = record.get("kept_hidden_channels")
+        if kept is not None and len(kept) == s_hidden and record.get("source_hidden_size") == t_hidden:
+            return pairs, torch.tensor(kept, dtype=torch.long), None
+        dtype = next(M.base_model(student).parameters()).dtype
+        return pairs, None, nn.Linear(s_hidden, t_hidden, bias=False, dtype=dtype)
+
+    def _prepare_teacher(self, teacher: nn.Module) -> nn.Module:
+        if self.is_deepspeed_enabled:
+            return _deepspeed_inference_engine(teacher, self.accelerator)
+        # Moves it to the student's device; FSDP shards it for inference; DDP never wraps it (evaluation_mode).
+        return self.accelerator.prepare_model(teacher, evaluation_mode=True)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.projection is not None:
+            optimizer.add_param_group({"params": list(self.projection.parameters()), "weight_decay": 0.0})
+        return optimizer
+
+    # ---- loss --------------------------------------------------------------------------------------------------
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
+        """Positions that count in the whole accumulated batch (summed over processes when averaging across them)."""
+        if not batch_samples:
+            return None
+        count = sum(
+            target_mask(b.get("attention_mask"), b.get("labels"), b["input_ids"]).sum() for b in batch_samples
+        )
+        count = count.to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        args = self.args
+        input_ids, labels = inputs["input_ids"], inputs.get("labels")
+        mask = target_mask(inputs.get("attention_mask"), labels, input_ids)
+        model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
+        no_logits = torch.empty(0, dtype=torch.long, device=input_ids.device)
+        # Through the (DDP / PEFT) wrapper, returning hidden states and no logits (logits_to_keep selects none).
+        outputs = model(**model_inputs, output_hidden_states=True, logits_to_keep=no_logits, use_cache=False)
+        student = self.accelerator.unwrap_model(model)
+        teacher = self.accelerator.unwrap_model(self.teacher_model)
+        with torch.no_grad():
+            t_out = M.base_model(teacher).get_decoder()(
+                **model_inputs, output_hidden_states=bool(self.layer_pairs), use_cache=False
+            )
+
+        def select(states):  # [B, T, H] -> [N, H] at the positions that count
+            return states[:, :-1][mask]
+
+        y = labels[:, 1:][mask] if labels is not None else None
+        total, distill_sum, lm_sum = chunked_distillation_loss(
+            select(outputs.hidden_states[-1]),
+            M.logit_head(student, self.distill_vocab),
+            select(t_out.last_hidden_state),
+            M.logit_head(teacher, self.distill_vocab),
+            y,
+            loss=args.distill_loss,
+            temperature=args.distill_temperature,
+            distill_weight=args.distill_weight,
+            lm_weight=args.lm_weight,
+            chunk_size=args.distill_chunk_size,
+        )
+        sums = {"distill_loss": distill_sum}
+        if y is not None:
+            sums["lm_loss"] = lm_sum
+        if args.uses_hidden_states:
+            hs_sum = self._hidden_state_sum(
+                student, teacher, outputs.hidden_states, t_out.hidden_states, select
+            )
+            if (
+                args.hidden_state_weight == "auto"
+            ):  # Minitron: weight = L_logits / L_hidden, recomputed every step
+                weight = (total / hs_sum).detach() if hs_sum.detach() > 0 else hs_sum.new_zeros(())
+            else:
+                weight = args.hidden_state_weight
+            total = total + weight * hs_sum
+            sums["hidden_state_loss"] = hs_sum.detach()
+
+        count = mask.sum()
+        mode = "train" if model.training else "eval"
+        for name, value in sums.items():
+            self._totals[mode][name] += value.detach().double()
+        self._totals[mode]["count"] += count.double()
+        loss = total / (num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1))
+        if args.average_tokens_across_devices and args.world_size > 1 and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
+        return (loss, outputs) if return_outputs else loss
+
+    def _hidden_state_sum(self, student, teacher, s_states, t_states, select) -> torch.Tensor:
+        """Hidden-state loss summed over positions, averaged over the layer pairs."""
+        s_norm, t_norm = M.final_norm(student), M.final_norm(teacher)
+        s_depth, t_depth = M.num_layers(student), M.num_layers(teacher)
+        total = 0.0
+        for s_layer, t_layer in self.layer_pairs:
+            s = select(M.layer_states(s_states, s_layer, s_depth, s_norm))
+            with torch.no_grad():
+                t = select(M.layer_states(t_states, t_layer, t_depth, t_norm))
+            if self.teacher_channels is not None:
+                t = t[:, self.teacher_channels.to(t.device)]
+            if self.projection is not None:
+                s = self.projection(s.to(self.projection.weight.dtype))
+            total = total + hidden_state_loss(self.args.hidden_state_loss, s, t).sum()
+        return total / len(self.layer_pairs)
+
+    # ---- logging and evaluation --------------------------------------------------------------------------------
+
+    def _pop_means(self, mode: str) -> dict[str, float]:
+        """Token-weighted means of the loss components since the last call, over all processes."""
+        totals = self._totals[mode]
+        if not totals:
+            return {}
+        names = sorted(totals)
+        values = torch.stack([torch.as_tensor(totals[n], dtype=torch.float64) for n in names]).to(
+            self.args.device
+        )
+        if self.args.world_size > 1:
+            values = self.accelerator.reduce(values, reduction="sum")
+        totals.clear()
+        values = dict(zip(names, values.tolist()))
+        count = max(values.pop("count"), 1.0)
+        return {name: value / count for name, value in values.items()}
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs.update({k: round(v, 6) for k, v in self._pop_means("train").items()})
+        super().log(logs, start_time)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """Adds `<prefix>_distill_loss`, `<prefix>_lm_loss`, `<prefix>_perplexity` (exp of the LM loss)."""
+        self._totals["eval"].clear()
+        output = super().evaluation_loop(dataloader, description, True, ignore_keys, metric_key_prefix)
+        means = self._pop_means("eval")
+        if "lm_loss" in means:
+            means["perplexity"] = math.exp(min(means["lm_loss"], 700.0))
+        output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in means.items()})
+        return output
+
+    # ---- checkpoints (the projection is not part of the student and is never saved with it) --------------------
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.projection is not None and self.args.should_save:
+            folder = os.path.join(
+                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            torch.save(self.projection.state_dict(), os.path.join(folder, PROJECTION_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, PROJECTION_NAME)
+        if self.projection is not None and os.path.isfile(path):
+            self.projection.load_state_dict(torch.load(path, map_location=self.args.device))
+
+
+class _ZeroProjectionGrad(TrainerCallback):
+    """Trainer zeroes the student's gradients after each optimizer step; the projection lives outside the student."""
+
+    def __init__(self, projection: nn.Module):
+        self.projection = projection
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.projection.zero_grad(set_to_none=True)
+
+
+def _check_peft_student(model: nn.Module) -> None:
+    """The loss bypasses PeftModel.forward's prompt handling and reads lm_head.weight directly."""
+    try:
+        from peft import PeftModel
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return
+    if not isinstance(model, PeftModel):
+        return
+    if model.peft_config[model.active_adapter].is_prompt_learning:
+        raise ValueError("Prompt-learning PEFT students are not supported; use an adapter such as LoRA.")
+    if isinstance(model.get_base_model().get_output_embeddings(), BaseTunerLayer):
+        raise ValueError(
+            "An adapter on lm_head is not supported (the loss reads lm_head.weight); drop it from target_modules."
+        )
+
+
+def _all_reduce_mean(grad: torch.Tensor) -> torch.Tensor:
+    """Gradient hook for the projection, which lives outside the DDP-wrapped student."""
+    grad = grad.clone()
+    torch.distributed.all_reduce(grad)
+    return grad / torch.distributed.get_world_size()
+
+
+def _deepspeed_inference_engine(teacher: nn.Module, accelerator):
+    """The teacher as a DeepSpeed inference engine without ZeRO sharding (stage 0): it runs whole on each device."""
+    import copy
+
+    import deepspeed
+
+    config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
+    config.pop("optimizer", None)
+    config.pop("scheduler", None)
+    config["zero_optimization"].pop("offload_optimizer", None)
+    config["zero_optimization"]["stage"] = 0
+    engine, *_ = deepspeed.initialize(model=teacher, config=config)
+    engine.eval()
+    return engine
