@@ -89,7 +89,9 @@ def _token_stream(texts: list[str], tokenizer: Any) -> list[int]:
     """All documents tokenized and joined, each followed by the EOS token when the tokenizer has one."""
     eos = tokenizer.eos_token_id
     ids: list[int] = []
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    encoded = tokenizer(texts, add_special_tokens=False, verbose=False)[
+        "input_ids"
+    ]  # long docs are cut later
     for doc in encoded:
         ids.extend(doc)
         if eos is not None:

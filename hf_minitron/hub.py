@@ -68,7 +68,7 @@ def architecture_summary(model_or_config: Any) -> dict[str, Any]:
 def recorded_command(argv: list[str] | None = None) -> str:
     """The command line that is running, quoted for a shell, with any Hugging Face token value redacted."""
     argv = list(sys.argv if argv is None else argv)
-    if argv and os.path.basename(argv[0]) in ("hf-minitron", "__main__.py", "-m"):
+    if argv and os.path.basename(argv[0]) in ("hf-minitron", "__main__.py"):
         argv[0] = "hf-minitron"
     secrets = [v for v in (os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")) if v]
     out = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 __all__ = ["build_parser", "main"]
@@ -31,6 +32,13 @@ def _command_of(argv: list[str]) -> str | None:
         if not arg.startswith("-"):
             return arg if arg in COMMANDS else None
     return None
+
+
+def _escape_percent(parser: argparse.ArgumentParser) -> None:
+    """Help texts of dataclass fields may say "50%"; argparse %-formats them, so escape lone percent signs."""
+    for action in parser._actions:
+        if action.help and "%" in action.help:
+            action.help = re.sub(r"%(?!\(\w+\)[sdrf])", "%%", action.help)
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -59,6 +67,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         except ImportError as e:
             raise SystemExit(f"hf-minitron {name} is not available: {e}") from e
         sub = module.add_parser(subparsers)
+        _escape_percent(sub)
         sub.set_defaults(_run=module.run, _parser=sub)
     return parser
 
@@ -84,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.exit(2, f"hf-minitron {command}: error: {e}\n")
         args = parser.parse_args(argv)  # flags given on the command line override the recipe
         args.config = config
+    args._command_line = ["hf-minitron", *argv]  # recorded on model cards (tokens redacted)
     try:
         return int(args._run(args) or 0)
     except (ValueError, FileNotFoundError, FileExistsError) as e:

@@ -134,14 +134,15 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path).expanduser()
     if path.is_file():
         return path
-    if path.suffix == "" and path.parent == Path("."):
+    name = str(name_or_path)
+    if "/" not in name and not name.endswith((".yaml", ".yml")):
         from importlib import resources
 
         for base in (
             resources.files("hf_minitron") / "recipes",
             Path(__file__).resolve().parents[2] / "recipes",
         ):
-            candidate = Path(str(base)) / f"{path.name}.yaml"
+            candidate = Path(str(base)) / f"{name}.yaml"
             if candidate.is_file():
                 return candidate
     raise FileNotFoundError(f"recipe not found: {name_or_path} (a YAML file or a shipped recipe name)")

@@ -109,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = trainer.evaluate() if eval_dataset is not None else {}
     for key in ("eval_perplexity", "eval_lm_perplexity"):
         if key in metrics:
-            evaluations.append({"dataset": data_args.eval_data, "split": data_args.eval_split,
+            split = None if Path(data_args.eval_data).exists() else data_args.eval_split
+            evaluations.append({"dataset": data_args.eval_data, "split": split,
                                 "metric": "perplexity", "value": float(metrics[key])})  # fmt: skip
             break
 
@@ -134,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     if not Path(data_args.data).exists():
         record["datasets"] = sorted(set(record.get("datasets", [])) | {data_args.data})
     record["evaluations"] = evaluations  # results of the model before distillation no longer describe it
-    record["commands"] = [*record.get("commands", []), recorded_command()]
+    record["commands"] = [*record.get("commands", []), recorded_command(args._command_line)]
 
     if trainer.is_world_process_zero():
         with atomic_output_dir(output) as tmp:

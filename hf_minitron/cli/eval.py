@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
                                        eval_args.num_fewshot)  # fmt: skip
     folder = Path(model_args.model_name_or_path)
     if eval_args.update_card and folder.is_dir() and eval_args.data:
-        results["card_updated"] = _update_card(folder, eval_args.data, eval_args.split, results)
+        split = None if Path(eval_args.data).exists() else eval_args.split
+        results["card_updated"] = _update_card(folder, eval_args.data, split, results)
     text = json.dumps(results, indent=2, sort_keys=True)
     if args.output:
         atomic_write_text(args.output, text + "\n")

@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         },
         "datasets": [str(calibration)] if calibration and not Path(str(calibration)).exists() else [],
         "evaluations": [],
-        "commands": [recorded_command()],
+        "commands": [recorded_command(args._command_line)],
     }
     with atomic_output_dir(args.output) as tmp:
         scores.save(tmp / IMPORTANCE_NAME)

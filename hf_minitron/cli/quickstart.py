@@ -46,5 +46,5 @@ def run(args: argparse.Namespace) -> int:
     pruning = dataclass_from_namespace(PruningConfig, args)
     distillation = load_recipe(args.config, ["distillation"]).get("distillation", {})
     run_quickstart(args.output, settings=settings, pruning=pruning, distillation=distillation,
-                   command=recorded_command())  # fmt: skip
+                   command=recorded_command(args._command_line))  # fmt: skip
     return 0

@@ -23,35 +23,35 @@ def _pydoc_topics() -> dict[str, str]:
     return {f"pydoc:{name}": text.strip() for name, text in sorted(topics.items()) if text.strip()}
 
 
-def _stdlib_docstrings(min_chars: int = 40) -> dict[str, str]:
-    """Docstrings of the standard library's modules, classes and functions, one document per module.
-
-    Source files are parsed with `ast` (nothing is imported, so no module has side effects).
-    """
+def _stdlib_files() -> dict[str, str]:
+    """`{document name: source path}` of the standard library modules whose docstrings are used."""
     root = sysconfig.get_paths()["stdlib"]
-    docs: dict[str, str] = {}
+    files: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(
             d for d in dirnames if d not in _SKIP_DIRS and not d.startswith((".", "config-"))
         )
         for name in sorted(filenames):
-            if not name.endswith(".py"):
-                continue
-            path = os.path.join(dirpath, name)
-            try:
-                with open(path, encoding="utf-8") as f:
-                    tree = ast.parse(f.read())
-            except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
-                continue
-            parts = []
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                    doc = ast.get_docstring(node)
-                    if doc and len(doc) >= min_chars:
-                        parts.append(doc.strip())
-            if parts:
-                docs[f"stdlib:{os.path.relpath(path, root)}"] = "\n\n".join(parts)
-    return docs
+            if name.endswith(".py"):
+                path = os.path.join(dirpath, name)
+                files[f"stdlib:{os.path.relpath(path, root)}"] = path
+    return files
+
+
+def _docstrings(path: str, min_chars: int = 40) -> str:
+    """Docstrings of one module's module, classes and functions, parsed with `ast` (nothing is imported)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (SyntaxError, UnicodeDecodeError, ValueError, OSError):
+        return ""
+    parts = []
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            doc = ast.get_docstring(node)
+            if doc and len(doc) >= min_chars:
+                parts.append(doc.strip())
+    return "\n\n".join(parts)
 
 
 def builtin_corpus(
@@ -65,31 +65,34 @@ def builtin_corpus(
 
     Args:
         heldout_fraction (`float`, defaults to 0.05): share of characters held out for evaluation.
-        max_chars (`int`, *optional*): keep only about this many characters in total (for smoke tests).
+        max_chars (`int`, *optional*): keep only about this many characters in total (for smoke tests); the
+            documents are taken in the same MD5 order, so a smaller corpus is a prefix of the larger one.
 
     Returns:
         `(train_texts, heldout_texts)`: two lists of documents.
     """
-    docs = {**_pydoc_topics(), **_stdlib_docstrings()}
-    keys = sorted(docs, key=lambda k: hashlib.md5(k.encode()).hexdigest())
-    if max_chars is not None:
-        kept, total = [], 0
-        for k in keys:
-            if total >= max_chars:
-                break
-            text = docs[k][: max_chars - total]
-            docs[k] = text
-            kept.append(k)
-            total += len(text)
-        keys = kept
-    total = sum(len(docs[k]) for k in keys)
+    topics = _pydoc_topics()
+    files = _stdlib_files()
+    keys = sorted([*topics, *files], key=lambda k: hashlib.md5(k.encode()).hexdigest())
+    docs: list[str] = []
+    total = 0
+    for key in keys:
+        if max_chars is not None and total >= max_chars:
+            break
+        text = topics[key] if key in topics else _docstrings(files[key])
+        if not text:
+            continue
+        if max_chars is not None:
+            text = text[: max_chars - total]
+        docs.append(text)
+        total += len(text)
     heldout, train, budget = [], [], heldout_fraction * total
-    for k in keys:
+    for text in docs:
         if budget > 0:
-            heldout.append(docs[k])
-            budget -= len(docs[k])
+            heldout.append(text)
+            budget -= len(text)
         else:
-            train.append(docs[k])
+            train.append(text)
     if not train or not heldout:
         raise ValueError("the corpus is too small to split into train and held-out parts")
     return train, heldout

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 __all__ = ["QuickstartArguments"]
 
@@ -39,3 +39,18 @@ class QuickstartArguments:
     eval_points: int = field(default=8, metadata={"help": "Held-out loss measurements along each curve."})
     eval_blocks: int = field(default=32, metadata={"help": "Held-out blocks per curve measurement."})
     seed: int = field(default=0, metadata={"help": "Random seed (teacher init, data order)."})
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("cache_dir", "max_chars", "seed") or value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{f.name}={value!r} is invalid: allowed a positive number")
+        if self.seq_len < 2:
+            raise ValueError(f"seq_len={self.seq_len} is invalid: allowed 2 or more")
+        if self.teacher_hidden_size % self.teacher_num_attention_heads:
+            raise ValueError(
+                f"teacher_hidden_size={self.teacher_hidden_size} is invalid: allowed a multiple of "
+                f"teacher_num_attention_heads={self.teacher_num_attention_heads}"
+            )

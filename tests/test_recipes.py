@@ -1,0 +1,148 @@
+"""Every recipe loads, uses only dataclass fields, and its targets fit the source architecture (numbers written
+here from the published configs; nothing is downloaded) and give the published Minitron shapes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from hf_minitron.cli.arguments import SECTIONS, field_names, load_recipe, resolve_recipe_path
+from hf_minitron.config import PruningConfig
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+# Source architectures (config.json of the Hub checkpoints; Nemotron-4 15B from the Minitron paper).
+LLAMA_31_8B = dict(model_type="llama", vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                   num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                   tie_word_embeddings=False)  # fmt: skip
+MISTRAL_NEMO_12B = dict(model_type="mistral", vocab_size=131072, hidden_size=5120, intermediate_size=14336,
+                        num_hidden_layers=40, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
+                        tie_word_embeddings=False)  # fmt: skip
+NEMOTRON_4_15B = dict(model_type="nemotron", vocab_size=256000, hidden_size=6144, intermediate_size=24576,
+                      num_hidden_layers=32, num_attention_heads=48, num_key_value_heads=8, head_dim=128,
+                      tie_word_embeddings=False)  # fmt: skip
+
+# recipe -> (source, published result: layers, hidden, heads, KV heads, MLP; approximate parameters in billions)
+PUBLISHED = {
+    "mistral-nemo-12b-to-8b-width": (MISTRAL_NEMO_12B, (40, 4096, 32, 8, 11520), 8.4),
+    "llama-3.1-8b-to-4b-width": (LLAMA_31_8B, (32, 3072, 32, 8, 9216), 4.5),
+    "llama-3.1-8b-to-4b-depth": (LLAMA_31_8B, (16, 4096, 32, 8, 14336), 4.5),
+    "nemotron-4-15b-to-8b": (NEMOTRON_4_15B, (32, 4096, 48, 8, 16384), 8.3),
+    "nemotron-4-15b-to-4b": (NEMOTRON_4_15B, (32, 3072, 24, 8, 9216), 4.2),
+}
+
+
+def _source_config(arch: dict):
+    arch = dict(arch)
+    return AutoConfig.for_model(arch.pop("model_type"), **arch)
+
+
+def _pruned_shape(source, pruning: PruningConfig) -> tuple[int, ...]:
+    new_q, new_kv = pruning.resolve_heads(source)
+    layers = source.num_hidden_layers
+    if pruning.layers_to_drop is not None:
+        layers -= len(pruning.layers_to_drop)
+    elif pruning.num_hidden_layers is not None:
+        layers = pruning.num_hidden_layers
+    return (
+        layers,
+        pruning.hidden_size or source.hidden_size,
+        new_q,
+        new_kv,
+        pruning.intermediate_size or source.intermediate_size,
+    )
+
+
+def _parameters(config) -> int:
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_every_recipe_is_covered():
+    names = {p.stem for p in RECIPES.glob("*.yaml")}
+    assert names == set(PUBLISHED) | {"quickstart", "quickstart-smoke"}
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.yaml")))
+def test_recipe_keys_are_dataclass_fields(name):
+    import yaml
+
+    raw = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+    recipe = load_recipe(name)  # raises on an unknown section or key
+    assert set(raw) == set(recipe) and set(raw) <= set(SECTIONS)
+    for section, values in recipe.items():
+        assert set(values) <= field_names(SECTIONS[section]()), section
+    PruningConfig(**recipe["pruning"]).validate()
+    assert (
+        "#" in (RECIPES / f"{name}.yaml").read_text().splitlines()[0]
+    )  # starts with a comment on what it made
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_recipe_targets_fit_the_source_and_give_the_published_shape(name):
+    source_arch, published, billions = PUBLISHED[name]
+    recipe = load_recipe(name)
+    source = _source_config(source_arch)
+    pruning = PruningConfig(**recipe["pruning"])
+    pruning.validate_for(source)
+    assert _pruned_shape(source, pruning) == published
+    layers, hidden, heads, kv, mlp = published
+    pruned = _source_config({**source_arch, "num_hidden_layers": layers, "hidden_size": hidden,
+                             "num_attention_heads": heads, "num_key_value_heads": kv, "intermediate_size": mlp})  # fmt: skip
+    assert _parameters(pruned) / 1e9 == pytest.approx(billions, abs=0.1)
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_recipe_distillation_settings_build_distillation_arguments(name, tmp_path):
+    from hf_minitron import DistillationArguments
+
+    values = dict(load_recipe(name)["distillation"])
+    assert values["distill_loss"] == "forward_kl" and values["distill_temperature"] == 1.0
+    assert values["learning_rate"] == 1e-4  # both papers' peak LR
+    values.pop("bf16", None)  # needs an accelerator here
+    args = DistillationArguments(output_dir=str(tmp_path), use_cpu=True, **values)
+    tokens = args.max_steps * args.gradient_accumulation_steps * load_recipe(name)["data"]["seq_len"]
+    assert tokens / 1e9 == pytest.approx(380 if "mistral" in name else 94, rel=0.01)
+
+
+def test_depth_recipe_uses_the_contiguous_metric():
+    pruning = load_recipe("llama-3.1-8b-to-4b-depth")["pruning"]
+    assert pruning == {"num_hidden_layers": 16, "depth_metric": "contiguous"}
+
+
+@pytest.mark.parametrize("name", ["quickstart", "quickstart-smoke"])
+def test_quickstart_recipes_fit_their_teacher_and_halve_it(name):
+    from hf_minitron.quickstart import QuickstartArguments
+
+    recipe = load_recipe(name)
+    q = QuickstartArguments(**recipe["quickstart"])
+    teacher = _source_config(dict(
+        model_type="llama", vocab_size=q.vocab_size, hidden_size=q.teacher_hidden_size,
+        intermediate_size=q.teacher_intermediate_size, num_hidden_layers=q.teacher_num_hidden_layers,
+        num_attention_heads=q.teacher_num_attention_heads, num_key_value_heads=q.teacher_num_key_value_heads,
+        tie_word_embeddings=False,
+    ))  # fmt: skip
+    pruning = PruningConfig(**recipe["pruning"])
+    pruning.validate_for(teacher)
+    layers, hidden, heads, kv, mlp = _pruned_shape(teacher, pruning)
+    pruned = _source_config(dict(
+        model_type="llama", vocab_size=q.vocab_size, hidden_size=hidden, intermediate_size=mlp,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv, tie_word_embeddings=False,
+        head_dim=teacher.hidden_size // teacher.num_attention_heads,
+    ))  # fmt: skip
+    ratio = _parameters(pruned) / _parameters(teacher)
+    assert 0.4 <= ratio <= 0.6, ratio
+
+
+def test_shipped_recipe_names_resolve(tmp_path):
+    assert resolve_recipe_path("llama-3.1-8b-to-4b-width").name == "llama-3.1-8b-to-4b-width.yaml"
+    with pytest.raises(FileNotFoundError):
+        resolve_recipe_path("no-such-recipe")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pruning:\n  hidden_sise: 3\n")
+    with pytest.raises(ValueError, match="hidden_sise"):
+        load_recipe(bad)
