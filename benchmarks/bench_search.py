@@ -38,6 +38,7 @@ def _args(output_dir: str, steps: int, batch_size: int, lr: float):
         learning_rate=lr,
         warmup_steps=max(1, steps // 10),
         lr_scheduler_type="cosine",
+        weight_decay=0.0,
         logging_steps=10_000,
         save_strategy="no",
         report_to=[],
@@ -66,6 +67,9 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default=None, help="Also write the JSON here.")
     parser.add_argument("--workdir", default="/tmp/hf-minitron-bench-search")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--smoke", action="store_true", help="A tiny teacher and 2 steps: checks the script runs."
+    )
     opts = parser.parse_args(argv)
     torch.set_num_threads(opts.threads)
     logging.basicConfig(level=logging.WARNING)
@@ -85,7 +89,10 @@ def main(argv=None) -> int:
     from hf_minitron.search.space import Candidate, enumerate_candidates
 
     start = time.perf_counter()
-    teacher, tokenizer, info = load_or_train_teacher()
+    smoke = dict(vocab_size=512, hidden_size=64, intermediate_size=192, num_hidden_layers=4, steps=4)
+    teacher, tokenizer, info = load_or_train_teacher(**(smoke if opts.smoke else {}))
+    if opts.smoke:
+        opts.steps, opts.max_candidates, opts.eval_blocks, opts.calibration_samples = 2, 4, 4, 8
     teacher.eval()
     train_texts, heldout_texts = builtin_corpus()
     train_ds = pack_texts(train_texts, tokenizer, opts.seq_len)
@@ -164,53 +171,43 @@ def main(argv=None) -> int:
     }
     print(result.to_markdown(), file=sys.stderr)
 
-    # 2. Width vs depth at equal parameters: each depth-only candidate against the practical width shape of its size.
-    pairs = []
-    for depth in [r for r in result.ranking if r.candidate.family == "depth"]:
-        width_config = resolve_target_params(
-            teacher.config, PruningConfig(target_params=depth.candidate.params)
-        )
-        width = enumerate_candidates(
+    def practical(budget: int):
+        """Minitron's practical shape for a budget (common factor on hidden and MLP, heads and layers kept)."""
+        return enumerate_candidates(
             teacher.config,
-            depth.candidate.params,
-            tolerance=0.02,
+            budget,
+            tolerance=opts.tolerance,
             families=("width",),
             max_candidates=1,
             seq_len=opts.seq_len,
         )[0]
-        assert (width.hidden_size, width.intermediate_size) == (
-            width_config.hidden_size,
-            width_config.intermediate_size,
+
+    # 2. Width vs depth at equal parameters: each depth-only candidate against the practical width shape of its size.
+    pairs = []
+    for depth in [r for r in result.ranking if r.candidate.family == "depth"]:
+        width = next(
+            (r for r in result.ranking if r.candidate.name == practical(depth.candidate.params).name), None
         )
-        pair = search_architectures(
-            teacher,
-            scores["activation"],
-            train_dataset=train_ds,
-            eval_dataset=eval_ds,
-            args=args,
-            steps_per_candidate=opts.steps,
-            candidates=[width, depth.candidate],
-            seq_len=opts.seq_len,
-        )
-        pairs.append([_row(r) for r in pair.ranking])
+        if width is None:
+            width = search_architectures(
+                teacher,
+                scores["activation"],
+                train_dataset=train_ds,
+                eval_dataset=eval_ds,
+                args=args,
+                steps_per_candidate=opts.steps,
+                candidates=[practical(depth.candidate.params)],
+            ).ranking[0]
+        pairs.append({"width": _row(width), "depth": _row(depth)})
     out["width_vs_depth"] = pairs
 
     # 3. One-shot vs iterative at 50% and 30% of the parameters, the same total steps.
     iterative = {}
     for keep in (0.5, 0.3):
         budget = int(source * keep)
-        config = resolve_target_params(teacher.config, PruningConfig(target_params=budget))
-        shape = {k: getattr(config, k) for k in ("hidden_size", "intermediate_size")}
-        oneshot_candidate = Candidate(
-            **shape,
-            num_attention_heads=teacher.config.num_attention_heads,
-            num_key_value_heads=teacher.config.num_key_value_heads,
-            num_hidden_layers=teacher.config.num_hidden_layers,
-            params=count_parameters(teacher.config, shape),
-            family="width",
-            flops_per_token=0,
-            kv_cache_bytes_per_token=0.0,
-        )
+        resolved = resolve_target_params(teacher.config, PruningConfig(target_params=budget))
+        shape = {k: getattr(resolved, k) for k in ("hidden_size", "intermediate_size")}
+        oneshot_candidate = Candidate.from_shape(teacher.config, shape, opts.seq_len)
         t0 = time.perf_counter()
         oneshot = search_architectures(
             teacher,
@@ -254,25 +251,28 @@ def main(argv=None) -> int:
         del student
     out["one_shot_vs_iterative"] = iterative
 
-    # 4. Importance criteria at the practical 50% shape.
-    practical = [r.candidate for r in result.ranking if r.candidate.name == candidates[0].name]
+    # 4. Importance criteria at the practical 50% shape (the search already trained it from activation scores).
+    shape50 = practical(target)
     criteria = {}
     for criterion, s in scores.items():
-        r = search_architectures(
-            teacher,
-            s,
-            train_dataset=train_ds,
-            eval_dataset=eval_ds,
-            args=args,
-            steps_per_candidate=opts.steps,
-            candidates=practical,
-        ).ranking[0]
+        if criterion == "activation":
+            r = next(r for r in result.ranking if r.candidate.name == shape50.name)
+        else:
+            r = search_architectures(
+                teacher,
+                s,
+                train_dataset=train_ds,
+                eval_dataset=eval_ds,
+                args=args,
+                steps_per_candidate=opts.steps,
+                candidates=[shape50],
+            ).ranking[0]
         criteria[criterion] = {
             "loss_after_pruning": round(r.loss_after_pruning, 4),
             "loss_after_distillation": round(r.loss_after_retraining, 4),
         }
     out["importance_criteria"] = {
-        "shape": practical[0].name,
+        "shape": shape50.name,
         **criteria,
         "best_after_distillation": min(criteria, key=lambda c: criteria[c]["loss_after_distillation"]),
         "best_after_pruning": min(criteria, key=lambda c: criteria[c]["loss_after_pruning"]),

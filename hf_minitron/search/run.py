@@ -119,32 +119,15 @@ class SearchResult:
         return "\n".join(lines) + "\n"
 
 
-@torch.no_grad()
 def evaluate_lm_loss(model: nn.Module, dataset, batch_size: int = 8) -> float:
-    """Mean next-token cross-entropy over the tokens of `dataset` (rows with `input_ids`, optional
-    `attention_mask` and `labels`; -100 and padding ignored)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start : start + batch_size]
-        ids = torch.as_tensor(rows["input_ids"], device=device)
-        mask = torch.as_tensor(rows["attention_mask"], device=device) if "attention_mask" in rows else None
-        labels = torch.as_tensor(rows["labels"], device=device) if "labels" in rows else ids.clone()
-        if mask is not None:
-            labels = labels.masked_fill(mask == 0, -100)
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
-        targets = labels[:, 1:]
-        loss = nn.functional.cross_entropy(
-            logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum"
-        )
-        total += float(loss)
-        count += int((targets != -100).sum())
-    model.train(was_training)
-    if count == 0:
-        raise ValueError("eval_dataset has no tokens to score")
-    return total / count
+    """Mean next-token LM loss over the packed blocks of `dataset` (`input_ids`, no padding), from
+    `hf_minitron.evaluation.perplexity_on_blocks`."""
+    from hf_minitron.evaluation import perplexity_on_blocks
+
+    if "attention_mask" in dataset.column_names and not all(all(row) for row in dataset["attention_mask"]):
+        raise ValueError("eval_dataset must hold packed blocks without padding (hf_minitron.data.pack_texts)")
+    blocks = torch.as_tensor(dataset["input_ids"])
+    return perplexity_on_blocks(model, blocks, batch_size=batch_size, progress=False)["loss"]
 
 
 def _fresh_copy(model: nn.Module) -> nn.Module:

@@ -68,6 +68,19 @@ class Candidate:
     def to_dict(self) -> dict:
         return {**dataclasses.asdict(self), "name": self.name}
 
+    @classmethod
+    def from_shape(cls, model_config, shape: dict[str, int | None], seq_len: int = 4096) -> Candidate:
+        """The candidate for `shape` (None or missing = keep) of the model with `model_config`, costs exact."""
+        base = shape_of(model_config)
+        full = {key: int(shape.get(key) or base[key]) for key in SHAPE_KEYS}
+        return cls(
+            **full,
+            params=count_parameters(model_config, full),
+            family=_family(full, base),
+            flops_per_token=flops_per_token(model_config, seq_len, full),
+            kv_cache_bytes_per_token=kv_cache_bytes_per_token(model_config, seq_len, shape=full),
+        )
+
 
 def effective_multiple(size: int, multiple: int) -> int:
     """The step for a width of `size`: `multiple`, or for small models the largest power of two that still
@@ -112,16 +125,6 @@ def _family(shape: dict[str, int], base: dict[str, int]) -> str:
     narrower = any(shape[k] < base[k] for k in SHAPE_KEYS[:4])
     shallower = shape["num_hidden_layers"] < base["num_hidden_layers"]
     return "mixed" if narrower and shallower else ("depth" if shallower else "width")
-
-
-def _exact_candidate(model_config, shape: dict[str, int], base: dict[str, int], seq_len: int) -> Candidate:
-    return Candidate(
-        **shape,
-        params=count_parameters(model_config, shape),
-        family=_family(shape, base),
-        flops_per_token=flops_per_token(model_config, seq_len, shape),
-        kv_cache_bytes_per_token=kv_cache_bytes_per_token(model_config, seq_len, shape=shape),
-    )
 
 
 def resolve_target_params(model_config, pruning_config, tolerance: float = 0.05):
@@ -352,7 +355,7 @@ def enumerate_candidates(
             "num_key_value_heads": int(kv_g[i]),
             "num_hidden_layers": int(lay_g[i]),
         }
-        candidates.append(_exact_candidate(model_config, shape, base, seq_len))
+        candidates.append(Candidate.from_shape(model_config, shape, seq_len))
     if target_params is not None:  # the closed form is exact for supported models; keep only what is exact
         candidates = [c for c in candidates if abs(c.params - target_params) <= tolerance * target_params]
     return candidates
