@@ -66,7 +66,9 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-blocks", type=int, default=48)
     parser.add_argument("--output", default=None, help="Also write the JSON here.")
     parser.add_argument("--workdir", default="/tmp/hf-minitron-bench-search")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (2 oversubscribed cores run 10x slower than 1)"
+    )
     parser.add_argument(
         "--smoke", action="store_true", help="A tiny teacher and 2 steps: checks the script runs."
     )
