@@ -127,10 +127,10 @@ def _plot(path: Path, results: dict[str, Any]) -> None:
             label=f"{label} ({results[key if key == 'scratch' else 'distilled']['parameters'] / 1e6:.1f}M params)",
             color=color,
         )  # noqa: E501
-    ax.axhline(results["teacher"]["heldout_loss"], ls="--", color="gray",
+    ax.axhline(results["curves"]["teacher"], ls="--", color="gray",
                label=f"teacher ({results['teacher']['parameters'] / 1e6:.1f}M params)")  # fmt: skip
     ax.set_xlabel("training tokens")
-    ax.set_ylabel("held-out LM loss")
+    ax.set_ylabel(f"held-out LM loss ({results['curves']['heldout_tokens']:,} tokens)")
     ax.set_title("Minitron quickstart: same student shape, same tokens")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -298,7 +298,12 @@ def run_quickstart(
         "calibration": int(sum(b["input_ids"].numel() for b in calib)),
         "heldout": int(held_blocks.numel()),
     }
-    results["curves"] = {"distill": distill_curve.points, "scratch": scratch_curve.points}
+    results["curves"] = {
+        "distill": distill_curve.points,
+        "scratch": scratch_curve.points,
+        "teacher": round(perplexity_on_blocks(teacher, curve_blocks, progress=False)["loss"], 4),
+        "heldout_tokens": int(curve_blocks.numel() - len(curve_blocks)),
+    }
     results["teacher_cached"] = bool(tinfo["cached"])
     results["teacher_train_seconds"] = tinfo["train_seconds"]
     results["settings"] = {

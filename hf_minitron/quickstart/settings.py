@@ -37,7 +37,7 @@ class QuickstartArguments:
         default=2e-3, metadata={"help": "Peak learning rate of the from-scratch baseline (the teacher's)."}
     )
     eval_points: int = field(default=8, metadata={"help": "Held-out loss measurements along each curve."})
-    eval_blocks: int = field(default=32, metadata={"help": "Held-out blocks per curve measurement."})
+    eval_blocks: int = field(default=64, metadata={"help": "Held-out blocks per curve measurement."})
     seed: int = field(default=0, metadata={"help": "Random seed (teacher init, data order)."})
 
     def __post_init__(self):
