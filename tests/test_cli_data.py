@@ -1,0 +1,91 @@
+"""Text loading and packing behind the CLI: local formats, blocks, calibration batches (never random tokens)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from hf_minitron.data import calibration_batches, load_texts, pack_texts, tokenize_and_pack
+from hf_minitron.io import atomic_output_dir, atomic_write_text
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from cli_fixtures import pydoc_lines
+
+    from hf_minitron.quickstart import train_tokenizer
+
+    return train_tokenizer(pydoc_lines(200), vocab_size=300)
+
+
+DOCS = ["First document about lists and tuples.", "Second one: dictionaries map keys to values.", "Third."]
+
+
+def test_local_formats_give_the_same_documents(tmp_path):
+    (tmp_path / "a.txt").write_text("\n\n".join(DOCS) + "\n")
+    (tmp_path / "a.jsonl").write_text(
+        "\n".join(json.dumps({"text": d, "id": i}) for i, d in enumerate(DOCS)) + "\n"
+    )
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": DOCS}), tmp_path / "a.parquet")
+    for name in ("a.txt", "a.jsonl", "a.parquet"):
+        assert load_texts(tmp_path / name) == DOCS, name
+    assert load_texts(tmp_path) == DOCS * 3  # a folder: every file, sorted by name
+    assert load_texts(tmp_path / "a.txt", max_texts=2) == DOCS[:2]
+
+
+def test_bad_inputs_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_texts(tmp_path / "missing.jsonl")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"content": "x"}) + "\n")
+    with pytest.raises(ValueError, match="text"):
+        load_texts(tmp_path / "b.jsonl")
+    (tmp_path / "empty.txt").write_text("\n\n\n")
+    with pytest.raises(ValueError, match="no text"):
+        load_texts(tmp_path / "empty.txt")
+
+
+def test_pack_texts_cuts_eos_joined_stream_into_blocks(tokenizer):
+    texts = DOCS * 20
+    ds = pack_texts(texts, tokenizer, seq_len=16)
+    stream = []
+    for t in texts:
+        stream += tokenizer(t, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
+    assert len(ds) == len(stream) // 16
+    assert ds[0]["input_ids"] == stream[:16] and ds[1]["input_ids"] == stream[16:32]
+    assert ds[0]["labels"] == ds[0]["input_ids"] and ds[0]["attention_mask"] == [1] * 16
+    with pytest.raises(ValueError, match="block"):
+        pack_texts(["tiny"], tokenizer, seq_len=512)
+
+
+def test_calibration_batches_use_real_text_and_pad_short_corpora(tokenizer):
+    texts = DOCS * 20
+    batches = calibration_batches(texts, tokenizer, num_samples=5, seq_len=16, batch_size=2)
+    assert [len(b["input_ids"]) for b in batches] == [2, 2, 1]
+    assert torch.equal(
+        torch.cat([b["input_ids"] for b in batches]), tokenize_and_pack(texts, tokenizer, 16)[:5]
+    )
+    short = calibration_batches(DOCS, tokenizer, num_samples=8, seq_len=512, batch_size=8)
+    (batch,) = short
+    assert (
+        batch["input_ids"].shape[0] == 3 and batch["attention_mask"].sum() < batch["attention_mask"].numel()
+    )
+    first = tokenizer(DOCS[0], add_special_tokens=False).input_ids
+    assert batch["input_ids"][0, : len(first)].tolist() == first
+
+
+def test_atomic_helpers(tmp_path):
+    with atomic_output_dir(tmp_path / "out") as tmp:
+        (tmp / "f").write_text("1")
+        assert not (tmp_path / "out").exists()
+    assert (tmp_path / "out" / "f").read_text() == "1"
+    with pytest.raises(FileExistsError):
+        with atomic_output_dir(tmp_path / "out", overwrite=False):
+            pass
+    atomic_write_text(tmp_path / "out" / "f", "2")
+    assert (tmp_path / "out" / "f").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
