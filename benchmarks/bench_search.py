@@ -175,41 +175,44 @@ def main(argv=None) -> int:
 
     def practical(budget: int):
         """Minitron's practical shape for a budget (common factor on hidden and MLP, heads and layers kept)."""
-        return enumerate_candidates(
-            teacher.config,
-            budget,
-            tolerance=opts.tolerance,
-            families=("width",),
-            max_candidates=1,
-            seq_len=opts.seq_len,
-        )[0]
+        resolved = resolve_target_params(teacher.config, PruningConfig(target_params=budget))
+        shape = {k: getattr(resolved, k) for k in ("hidden_size", "intermediate_size")}
+        return Candidate.from_shape(teacher.config, shape, opts.seq_len)
 
-    # 2. Width vs depth at equal parameters: each depth-only candidate against the practical width shape of its size.
+    # 2. Width vs depth at equal parameters: each depth-only candidate against the width-only shape (heads kept)
+    # whose parameter count is closest to it.
     pairs = []
     for depth in [r for r in result.ranking if r.candidate.family == "depth"]:
-        width = next(
-            (r for r in result.ranking if r.candidate.name == practical(depth.candidate.params).name), None
+        widths = enumerate_candidates(
+            teacher.config,
+            depth.candidate.params,
+            tolerance=0.05,
+            families=("width",),
+            max_candidates=None,
+            seq_len=opts.seq_len,
         )
-        if width is None:
-            width = search_architectures(
+        widths = [c for c in widths if c.num_attention_heads == teacher.config.num_attention_heads]
+        width = min(widths, key=lambda c: abs(c.params - depth.candidate.params))
+        trained = next((r for r in result.ranking if r.candidate.name == width.name), None)
+        if trained is None:
+            trained = search_architectures(
                 teacher,
                 scores["activation"],
                 train_dataset=train_ds,
                 eval_dataset=eval_ds,
                 args=args,
                 steps_per_candidate=opts.steps,
-                candidates=[practical(depth.candidate.params)],
+                candidates=[width],
             ).ranking[0]
-        pairs.append({"width": _row(width), "depth": _row(depth)})
+        pairs.append({"width": _row(trained), "depth": _row(depth)})
     out["width_vs_depth"] = pairs
 
     # 3. One-shot vs iterative at 50% and 30% of the parameters, the same total steps.
     iterative = {}
     for keep in (0.5, 0.3):
         budget = int(source * keep)
-        resolved = resolve_target_params(teacher.config, PruningConfig(target_params=budget))
-        shape = {k: getattr(resolved, k) for k in ("hidden_size", "intermediate_size")}
-        oneshot_candidate = Candidate.from_shape(teacher.config, shape, opts.seq_len)
+        oneshot_candidate = practical(budget)
+        shape = {k: getattr(oneshot_candidate, k) for k in ("hidden_size", "intermediate_size")}
         t0 = time.perf_counter()
         oneshot = search_architectures(
             teacher,
@@ -257,8 +260,9 @@ def main(argv=None) -> int:
     shape50 = practical(target)
     criteria = {}
     for criterion, s in scores.items():
-        if criterion == "activation":
-            r = next(r for r in result.ranking if r.candidate.name == shape50.name)
+        done = [r for r in result.ranking if r.candidate.name == shape50.name and criterion == "activation"]
+        if done:
+            r = done[0]
         else:
             r = search_architectures(
                 teacher,
