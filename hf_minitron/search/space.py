@@ -111,7 +111,7 @@ def _check_budget(name: str, target, smallest, largest, unit: str = "") -> None:
     if target < smallest:
         raise ValueError(
             f"{name}={target:,}{unit} is below the smallest shape this model can be pruned to "
-            f"({smallest:,.0f}{unit}: one layer, the smallest widths, embeddings and lm_head kept); "
+            f"({smallest:,.0f}{unit}: the smallest widths and depth allowed, embeddings and lm_head kept); "
             f"allowed {smallest:,.0f}..{largest:,.0f}{unit}"
         )
     if target > largest:
@@ -174,7 +174,7 @@ def resolve_target_params(model_config, pruning_config, tolerance: float = 0.05)
             f"{exact:,}",
             100 * (exact - target) / target,
         )
-    logger.info(
+    logger.debug(
         "target_params=%s resolved to hidden_size=%d, intermediate_size=%d (%s parameters); "
         "hf_minitron.search_architectures ranks the alternatives (depth, heads, mixed) after short retraining",
         f"{target:,}",
