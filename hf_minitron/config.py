@@ -26,6 +26,14 @@ _SIZE_FIELDS = (
 )
 
 
+def attention_shape(model_config) -> tuple[int, int, int]:
+    """(query heads, KV heads, head_dim) of a transformers config, with the usual defaults."""
+    n_q = model_config.num_attention_heads
+    n_kv = getattr(model_config, "num_key_value_heads", None) or n_q
+    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // n_q
+    return n_q, n_kv, head_dim
+
+
 def _fail(name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"{name}={value!r} is invalid: allowed {allowed}")
 
@@ -122,8 +130,7 @@ class PruningConfig:
 
     def resolve_heads(self, model_config) -> tuple[int, int]:
         """The (query heads, KV heads) this config asks of a model with `model_config`."""
-        n_q, n_kv = model_config.num_attention_heads, getattr(model_config, "num_key_value_heads", None)
-        n_kv = n_kv or n_q
+        n_q, n_kv, _ = attention_shape(model_config)
         new_q = self.num_attention_heads
         new_kv = self.num_key_value_heads
         if new_kv is None:
@@ -139,8 +146,7 @@ class PruningConfig:
             value, current = getattr(self, name), getattr(model_config, name, None)
             if value is not None and current is not None and value > current:
                 raise _fail(name, value, f"1..{current} (the model's current {name})")
-        n_q = model_config.num_attention_heads
-        n_kv = getattr(model_config, "num_key_value_heads", None) or n_q
+        n_q, n_kv, _ = attention_shape(model_config)
         new_q, new_kv = self.resolve_heads(model_config)
         if new_kv > n_kv:
             raise _fail("num_key_value_heads", new_kv, f"1..{n_kv}")

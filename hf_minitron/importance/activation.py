@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_minitron.architectures import ArchitectureSpec
+from hf_minitron.config import attention_shape
 from hf_minitron.importance.hooks import (
     HookSet,
     SampleStatistic,
@@ -76,11 +77,7 @@ class ActivationObserver:
 
     def register(self, hooks: HookSet) -> None:
         spec, layers = self.spec, self.spec.layers(self.model)
-        head_dim = (
-            self.model.config.head_dim
-            if getattr(self.model.config, "head_dim", None)
-            else (self.model.config.hidden_size // self.model.config.num_attention_heads)
-        )
+        head_dim = attention_shape(self.model.config)[2]
         norms = []
         for i, layer in enumerate(layers):
             if self.neurons:

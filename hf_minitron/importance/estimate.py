@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hf_minitron.architectures import get_spec
-from hf_minitron.config import PruningConfig
+from hf_minitron.config import PruningConfig, attention_shape
 from hf_minitron.importance.activation import ActivationObserver
 from hf_minitron.importance.hooks import HookSet, all_reduce_statistics, skip_layers
 from hf_minitron.importance.scores import ImportanceScores
@@ -29,8 +29,7 @@ def requested_axes(model_config, config: PruningConfig | None) -> set[str]:
     axes = set()
     if config.intermediate_size is not None and config.intermediate_size < model_config.intermediate_size:
         axes.add("neurons")
-    n_kv = getattr(model_config, "num_key_value_heads", None) or model_config.num_attention_heads
-    if config.resolve_heads(model_config) != (model_config.num_attention_heads, n_kv):
+    if config.resolve_heads(model_config) != attention_shape(model_config)[:2]:
         axes.add("heads")
     if config.hidden_size is not None and config.hidden_size < model_config.hidden_size:
         axes.add("channels")
@@ -109,7 +108,7 @@ def _metadata(model: nn.Module, config: PruningConfig) -> dict:
         "hidden_size": c.hidden_size,
         "intermediate_size": c.intermediate_size,
         "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": getattr(c, "num_key_value_heads", None) or c.num_attention_heads,
+        "num_key_value_heads": attention_shape(c)[1],
         "num_hidden_layers": c.num_hidden_layers,
     }
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hf_minitron.architectures import get_spec
-from hf_minitron.config import PruningConfig
+from hf_minitron.config import PruningConfig, attention_shape
 from hf_minitron.importance.estimate import requested_axes
 from hf_minitron.importance.scores import ImportanceScores
 from hf_minitron.pruning.config_update import (
@@ -30,10 +30,6 @@ _AXIS_FIELD = {
     "channels": "hidden_size",
     "layers": "num_hidden_layers",
 }
-
-
-def _head_dim(config) -> int:
-    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def _check_scores(model_config, config: PruningConfig, scores: ImportanceScores | None) -> set[str]:
@@ -99,10 +95,10 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
         "hidden_size": mc.hidden_size,
         "intermediate_size": mc.intermediate_size,
         "num_attention_heads": mc.num_attention_heads,
-        "num_key_value_heads": getattr(mc, "num_key_value_heads", None) or mc.num_attention_heads,
+        "num_key_value_heads": attention_shape(mc)[1],
         "num_hidden_layers": mc.num_hidden_layers,
     }
-    head_dim = _head_dim(mc)
+    head_dim = attention_shape(mc)[2]
     new_q, new_kv = config.resolve_heads(mc)
     new_hidden = config.hidden_size or source["hidden_size"]
     new_inter = config.intermediate_size or source["intermediate_size"]
