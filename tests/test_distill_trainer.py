@@ -260,3 +260,29 @@ def test_correct_teacher_changes_the_teacher(tmp_path, lora):
     assert after.keys() == before.keys()  # a plain model: the LoRA adapter was merged back
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert os.path.isdir(tmp_path)
+
+
+def test_student_from_prune_model_uses_its_provenance(tmp_path):
+    import copy
+
+    from tiny_models import random_batches
+
+    from hf_minitron import PruningConfig, estimate_importance, prune_model
+
+    teacher = tiny_model("llama", seed=1)
+    config = PruningConfig(hidden_size=32, layers_to_drop=[1])
+    student = prune_model(
+        copy.deepcopy(teacher), config, estimate_importance(teacher, random_batches(), config)
+    )
+    record = student.config.minitron
+    args = tiny_args(tmp_path, hidden_state_weight="auto", max_steps=2)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(8)
+    )
+    assert trainer.projection is None
+    assert trainer.teacher_channels.tolist() == record["kept_hidden_channels"]
+    kept = record[
+        "kept_layers"
+    ]  # [0, 2, 3]: student layer 0 feeds teacher layer 2, whose input is layer 1's output
+    assert trainer.layer_pairs == [(0, kept[1] - 1)]
+    trainer.train()

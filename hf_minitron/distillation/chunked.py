@@ -1,8 +1,8 @@
 """Memory-efficient logit distillation from final hidden states.
 
 Both models' output heads are applied to a chunk of positions at a time; the student's gradient for that chunk
-(with respect to its hidden states, head weight and bias) is computed right away, inside the forward, and kept
-until backward. At most one chunk of ``[chunk_size, vocab]`` logits exists at any time: no full-vocabulary tensor
+(with respect to its hidden states, head weight and bias) is computed right away, inside the forward, in closed
+form (`losses.divergence_and_grad`), and kept until backward, which only scales it. At most one chunk of ``[chunk_size, vocab]`` logits exists at any time: no full-vocabulary tensor
 for the whole batch, for either model (the full student logits are never needed, not even in backward).
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .losses import divergence
+from .losses import divergence, divergence_and_grad
 
 # Elements of one [chunk, vocab] float32 buffer when `distill_chunk_size` is not given (128 MiB).
 DEFAULT_CHUNK_ELEMENTS = 2**25
@@ -55,6 +55,14 @@ class LogitHead:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
+    def chain_grad(self, grad: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Turn d loss / d `logits` (the `transform` output) into d loss / d raw logits, in place."""
+        if self.softcap is not None:  # d/dx cap * tanh(x / cap) = 1 - tanh**2, and tanh = logits / cap
+            grad.mul_(1 - (logits / self.softcap).square())
+        if self.scale != 1.0:
+            grad.mul_(self.scale)
+        return grad
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits `[N, V]` for hidden states `[N, H]`."""
         return self.transform(self.raw(hidden))
@@ -75,30 +83,36 @@ class _ChunkedDistillation(torch.autograd.Function):
         for start in range(0, n, chunk_size):
             h = s_hidden[start : start + chunk_size]
             t_logits = t_head.logits(t_hidden[start : start + chunk_size])
-            y = None if labels is None else labels[start : start + chunk_size]
-            raw = s_head.raw(h, s_weight, s_bias)
-            with torch.enable_grad():
-                raw.requires_grad_(need_any)
-                s_logits = s_head.transform(raw)
-                d = divergence(name, s_logits, t_logits, temperature).sum()
-                ce = (
-                    F.cross_entropy(s_logits, y, reduction="sum", ignore_index=-100)
-                    if y is not None
-                    else d * 0
-                )
-                if need_any:
-                    (g,) = torch.autograd.grad(distill_weight * d + lm_weight * ce, raw)
-            d_sum += d.detach()
-            ce_sum += ce.detach()
+            s_logits = s_head.transform(s_head.raw(h, s_weight, s_bias))
             if need_any:
-                w = s_weight[:vocab]
-                if need_h:
-                    grad_h[start : start + chunk_size] = (g.to(w.dtype) @ w).to(grad_h.dtype)
-                if need_w:
-                    grad_w[:vocab].addmm_(g.t(), h.float())
-                if need_b:
-                    grad_b[:vocab] += g.sum(0)
-            del t_logits, raw, s_logits
+                d, g, lse = divergence_and_grad(name, s_logits, t_logits, temperature)
+                g.mul_(distill_weight)
+            else:
+                d, lse = divergence(name, s_logits, t_logits, temperature), None
+            d_sum += d.sum()
+            del t_logits
+            if labels is not None:
+                y = labels[start : start + chunk_size, None]
+                if lse is None or temperature != 1:
+                    lse = torch.logsumexp(s_logits, dim=-1)
+                lse = lse[:, None]
+                ce_sum += (lse - s_logits.gather(1, y)).sum()
+                if need_any and lm_weight:  # d CE / d logits = softmax - one_hot
+                    g.add_(
+                        s_logits.sub(lse).exp_().scatter_add_(1, y, torch.full_like(lse, -1.0)),
+                        alpha=lm_weight,
+                    )
+            if not need_any:
+                continue
+            s_head.chain_grad(g, s_logits)  # through soft-capping and scaling, back to the raw head output
+            del s_logits
+            w = s_weight[:vocab]
+            if need_h:
+                grad_h[start : start + chunk_size] = (g.to(w.dtype) @ w).to(grad_h.dtype)
+            if need_w:
+                grad_w[:vocab].addmm_(g.t(), h.float())
+            if need_b:
+                grad_b[:vocab] += g.sum(0)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.weight_dtype = s_weight.dtype
         total = distill_weight * d_sum + lm_weight * ce_sum

@@ -69,6 +69,56 @@ def divergence(
     raise ValueError(f"Unknown distill_loss {name!r}; choose one of {DISTILL_LOSSES}.")
 
 
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot product of two `[N, V]` tensors without an `[N, V]` temporary."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
+def divergence_and_grad(
+    name: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`divergence(...)` and its gradient with respect to the student logits, in closed form.
+
+    The same values as `divergence` (tested against it and against autograd), with fewer passes over the
+    vocabulary than autograd needs: d/dz of KL(t || s) is p_s - p_t; for a loss L(p_s) in general it is
+    p_s * (dL/dp_s - <p_s, dL/dp_s>), which gives reverse KL and JSD.
+
+    Args:
+        name (`str`): one of `DISTILL_LOSSES`.
+        student_logits (`torch.Tensor` of shape `[N, V]`, float32), teacher_logits (`torch.Tensor` of shape `[N, V]`).
+        temperature (`float`, defaults to 1.0).
+
+    Returns:
+        `(loss [N], grad [N, V], lse [N])`, float32: the loss times temperature**2 as in `divergence`, and the
+        student's log-normalizer logsumexp(student_logits / temperature), for a cross-entropy at no extra pass.
+    """
+    tau = temperature
+    z = student_logits.float() / tau if tau != 1 else student_logits.float()
+    ls = F.log_softmax(z, dim=-1)
+    lse = z[:, 0] - ls[:, 0]
+    lt = F.log_softmax(teacher_logits.float() / tau if tau != 1 else teacher_logits.float(), dim=-1)
+    if name == "forward_kl":
+        pt = lt.exp()
+        loss = _rowdot(pt, lt) - _rowdot(pt, ls)
+        grad = ls.exp_().sub_(pt)  # p_s - p_t
+    elif name == "reverse_kl":
+        ps = ls.exp()
+        r = ls.sub_(lt)  # log p_s - log p_t
+        loss = _rowdot(ps, r)
+        grad = r.sub_(loss[:, None]).mul_(ps)
+    elif name == "jsd":  # beta = 0.5: L = (KL(t || m) + KL(s || m)) / 2, dL/dp_s = (log p_s - log m) / 2
+        ps, pt = ls.exp(), lt.exp()
+        lm = torch.logaddexp(ls, lt).sub_(math.log(2))
+        ls.sub_(lm)  # log p_s - log m
+        kl_s = _rowdot(ps, ls)
+        loss = 0.5 * (kl_s + _rowdot(pt, lt.sub_(lm)))
+        grad = ls.sub_(kl_s[:, None]).mul_(ps).mul_(0.5)
+    else:
+        raise ValueError(f"Unknown distill_loss {name!r}; choose one of {DISTILL_LOSSES}.")
+    # z = logits / tau: dL/dlogits = tau**2 * dKL/dz / tau
+    return loss * tau**2, grad.mul_(tau), lse
+
+
 def hidden_state_loss(name: str, student_states: torch.Tensor, teacher_states: torch.Tensor) -> torch.Tensor:
     """Per-position loss between hidden states of equal width.
 
