@@ -179,11 +179,12 @@ def lm_loss(model: nn.Module, batches, desc: str = "loss") -> tuple[float, int]:
         update = torch.stack([(ce * valid.flatten()).sum(), valid.sum()])
         total = update if total is None else total + update
         n_samples += labels.shape[0]
-    _check_not_empty(_global_count(n_samples))
+    n_samples = _global_count(n_samples)
+    _check_not_empty(n_samples)
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(total)
     total = total.cpu()
-    return float(total[0] / total[1].clamp_min(1.0)), _global_count(n_samples)
+    return float(total[0] / total[1].clamp_min(1.0)), n_samples
 
 
 def _loss_depth_scores(
