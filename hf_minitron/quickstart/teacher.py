@@ -56,16 +56,16 @@ def train_tokenizer(texts: list[str], vocab_size: int = 4096, model_max_length: 
 class TeacherSettings:
     """Shape and training budget of the quickstart teacher (a Llama)."""
 
-    vocab_size: int = 4096
-    hidden_size: int = 256
-    intermediate_size: int = 768
-    num_hidden_layers: int = 6
+    vocab_size: int = 2048
+    hidden_size: int = 192
+    intermediate_size: int = 512
+    num_hidden_layers: int = 4
     num_attention_heads: int = 4
     num_key_value_heads: int = 2
     seq_len: int = 128
     batch_size: int = 16
-    steps: int = 240
-    learning_rate: float = 2e-3
+    steps: int = 600
+    learning_rate: float = 4e-3
     seed: int = 0
 
     def model_config(self, tokenizer: Any):
