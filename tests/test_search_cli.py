@@ -79,7 +79,7 @@ def test_search_cli_writes_ranking_card_and_model(tiny_folder, tmp_path, capsys)
 
 def test_search_cli_refuses_impossible_budget(tiny_folder, tmp_path, capsys):
     folder, data, _ = tiny_folder
-    status = main(["search", str(folder), "--target_params", "200%", "--data", str(data), "--output",
+    status = main(["search", str(folder), "--target-params", "200%", "--data", str(data), "--output",
                    str(tmp_path / "out"), "--steps_per_candidate", "0", "--seq_len", "16"])  # fmt: skip
     assert status == 2
     assert "larger than the model" in capsys.readouterr().err
