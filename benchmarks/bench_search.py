@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--max-candidates", type=int, default=8)
-    parser.add_argument("--tolerance", type=float, default=0.1)
+    parser.add_argument("--tolerance", type=float, default=0.05)
     parser.add_argument("--calibration-samples", type=int, default=64)
     parser.add_argument("--eval-blocks", type=int, default=48)
     parser.add_argument("--output", default=None, help="Also write the JSON here.")
