@@ -52,7 +52,8 @@ class DistillationArguments(TrainingArguments):
             with the teacher layer whose output feeds the next surviving layer when the student was pruned from this
             teacher (`config.minitron["kept_layers"]`), else the teacher's third-from-last layer.
         distill_chunk_size (`int`, *optional*):
-            Positions per chunk of the logit loss. Default: 2**25 // vocab_size (a 128 MiB float32 chunk).
+            Positions per chunk of the logit loss. Default: 2**25 // vocab_size (a 128 MiB float32 chunk), or an eighth
+            of the batch's positions when that is smaller.
         distill_truncate_vocab (`bool`, defaults to `False`):
             Allow teacher and student vocabularies of different sizes by comparing only their first
             min(vocab sizes) tokens (for padded vocabularies). Otherwise a mismatch is an error.

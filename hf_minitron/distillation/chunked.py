@@ -156,14 +156,15 @@ def chunked_distillation_loss(
         loss (`str`, defaults to "forward_kl"): "forward_kl", "reverse_kl" or "jsd" (see `losses.py`).
         temperature (`float`, defaults to 1.0): divergence at this temperature, times temperature**2.
         distill_weight (`float`, defaults to 1.0), lm_weight (`float`, defaults to 0.0): weights in the total.
-        chunk_size (`int` or None): positions per chunk; None picks `DEFAULT_CHUNK_ELEMENTS // V`.
+        chunk_size (`int` or None): positions per chunk; None picks min(`DEFAULT_CHUNK_ELEMENTS // V`, N / 8).
 
     Returns:
         `(total, distill_sum, lm_sum)`: float32 scalars; only `total = distill_weight * distill_sum +
         lm_weight * lm_sum` carries gradients. `lm_sum` is 0 when `labels` is None.
     """
     vocab = student_head.vocab or student_head.weight.shape[0]
-    chunk_size = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // vocab)
+    # At least 8 chunks, so the chunk buffers stay well below a full-logits tensor even for short batches.
+    chunk_size = chunk_size or max(1, min(DEFAULT_CHUNK_ELEMENTS // vocab, -(-student_hidden.shape[0] // 8)))
     opts = (loss, float(temperature), int(chunk_size), float(distill_weight), float(lm_weight))
     return _ChunkedDistillation.apply(
         student_hidden,
