@@ -32,6 +32,8 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/bench_importance.py
 	$(PY) benchmarks/bench_prune_memory.py
 	$(PY) benchmarks/bench_distill_memory.py
+	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_importance_criteria.py
 
 clean:
 	rm -rf $(VENV) quickstart-output

@@ -24,7 +24,21 @@ _LAZY = {
     "supported_model_types": "hf_minitron.architectures",
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "ArchitectureSpec",
+    "DistillationArguments",
+    "DistillationTrainer",
+    "ImportanceScores",
+    "PruningConfig",
+    "SearchResult",
+    "__version__",
+    "correct_teacher",
+    "estimate_importance",
+    "get_spec",
+    "prune_model",
+    "search_architectures",
+    "supported_model_types",
+]
 
 if TYPE_CHECKING:
     from hf_minitron.architectures import ArchitectureSpec, get_spec, supported_model_types

@@ -29,7 +29,9 @@ ARCH_OVERRIDES: dict[str, dict] = {
     "gemma": dict(),
     "gemma2": dict(sliding_window=16),
     "nemotron": dict(tie_word_embeddings=False, partial_rotary_factor=0.5),
-    "granite": dict(embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.2, logits_scaling=4.0),
+    "granite": dict(
+        embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.2, logits_scaling=4.0
+    ),
 }
 
 ARCHITECTURES = sorted(ARCH_OVERRIDES)
@@ -47,7 +49,14 @@ def tiny_model(model_type: str = "llama", seed: int = 0, **overrides):
     return model.eval()
 
 
-def random_batches(n: int = 3, batch_size: int = 2, seq_len: int = 16, vocab_size: int = 128, seed: int = 0, pad_last: int = 0):
+def random_batches(
+    n: int = 3,
+    batch_size: int = 2,
+    seq_len: int = 16,
+    vocab_size: int = 128,
+    seed: int = 0,
+    pad_last: int = 0,
+):
     """Calibration batches of random token ids; the last `pad_last` positions of row 0 are padding."""
     g = torch.Generator().manual_seed(seed)
     batches = []
