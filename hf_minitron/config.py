@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from hf_minitron.io import atomic_write_text
+
 logger = logging.getLogger(__name__)
 
 CONFIG_NAME = "pruning_config.json"
@@ -199,8 +201,7 @@ class PruningConfig:
         """Write `pruning_config.json` into `save_directory` (created if needed); return the file path."""
         os.makedirs(save_directory, exist_ok=True)
         path = os.path.join(save_directory, CONFIG_NAME)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(self.to_json_string())
+        atomic_write_text(path, self.to_json_string())
         return path
 
     @classmethod

@@ -89,3 +89,37 @@ def test_atomic_helpers(tmp_path):
     atomic_write_text(tmp_path / "out" / "f", "2")
     assert (tmp_path / "out" / "f").read_text() == "2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_atomic_file_keeps_the_old_file_when_writing_fails(tmp_path):
+    from hf_minitron.io import atomic_file
+
+    target = tmp_path / "scores.safetensors"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.safetensors"]
+
+
+def test_importance_scores_save_is_atomic(tmp_path, monkeypatch):
+    import torch
+
+    import hf_minitron.importance.scores as scores_module
+    from hf_minitron import ImportanceScores
+
+    path = tmp_path / "scores.safetensors"
+    ImportanceScores(channels=torch.arange(4.0)).save(path)
+
+    def broken_save_file(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(scores_module, "save_file", broken_save_file)
+    with pytest.raises(OSError):
+        ImportanceScores(channels=torch.zeros(4)).save(path)
+    assert torch.equal(ImportanceScores.load(path).channels, torch.arange(4.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.safetensors"]

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
+from hf_minitron.io import atomic_file
+
 _TENSORS = ("neurons", "heads", "channels", "layers")
 
 
@@ -43,7 +45,8 @@ class ImportanceScores:
         tensors = {n: getattr(self, n).contiguous() for n in _TENSORS if getattr(self, n) is not None}
         if os.path.dirname(os.fspath(path)):
             os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
-        save_file(tensors, os.fspath(path), metadata={k: json.dumps(v) for k, v in self.metadata.items()})
+        with atomic_file(path) as tmp:
+            save_file(tensors, tmp, metadata={k: json.dumps(v) for k, v in self.metadata.items()})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ImportanceScores:
