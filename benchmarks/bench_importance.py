@@ -161,6 +161,7 @@ def main(argv=None) -> dict:
         num_attention_heads=args.heads // 2,
         num_key_value_heads=args.kv_heads // 2,
         num_hidden_layers=args.layers - 2,
+        importance="activation",  # Minitron's forward-only criterion is what is measured against a forward
     )
     runs = {"plain_forward": [], "plain_forward_trunk": [], "estimate_importance": []}
     if not args.skip_torch_pruning:

@@ -66,7 +66,10 @@ class PruningConfig:
             (`head_i + (head_i - head_{2K-i+1})`, applied to the head's output projection columns).
         target_params (`int`, *optional*): Total parameter budget; the shape is resolved by
             `hf_minitron.search.resolve_target_params`.
-        importance (`str`, defaults to `"activation"`): `"activation"`, `"taylor"` or `"magnitude"`.
+        importance (`str`, defaults to `"taylor"`): Width criterion: `"taylor"` (|weight x gradient| of the LM
+            loss, one backward per batch; left the lowest loss after distillation in `bench_importance_criteria`),
+            `"activation"` (Minitron's forward-only statistics: cheaper, no gradients, used by the recipes) or
+            `"magnitude"` (weight norms, no data). Layers are ranked by `depth_metric` whatever the criterion.
         width_multiple (`int`, defaults to 64): Hidden and MLP sizes chosen for a budget are multiples of it.
     """
 
@@ -83,7 +86,12 @@ class PruningConfig:
     sequence_aggregation: str = field(default="mean", metadata={"help": f"One of {SEQUENCE_AGGREGATIONS}."})
     head_carry_over: bool = field(default=False, metadata={"help": "Kept heads absorb pruned ones (P1)."})
     target_params: int | None = field(default=None, metadata={"help": "Total parameter budget."})
-    importance: str = field(default="activation", metadata={"help": f"One of {IMPORTANCE_CRITERIA}."})
+    importance: str = field(
+        default="taylor",
+        metadata={
+            "help": f"Width importance criterion, one of {IMPORTANCE_CRITERIA} (activation: forward only)."
+        },
+    )
     width_multiple: int = field(default=64, metadata={"help": "Budget-chosen widths are multiples of this."})
 
     def __post_init__(self):

@@ -11,11 +11,12 @@ from tiny_models import tiny_config
 from hf_minitron.config import CONFIG_NAME, PruningConfig
 
 
-def test_defaults_follow_minitron():
+def test_defaults_follow_minitron_and_the_criteria_benchmark():
     c = PruningConfig()
     assert (c.depth_metric, c.batch_aggregation, c.sequence_aggregation) == ("block_importance", "l2", "mean")
+    # importance: the winner after distillation in benchmarks/bench_importance_criteria.py
     assert (c.importance, c.width_multiple, c.head_carry_over, c.target_params) == (
-        "activation",
+        "taylor",
         64,
         False,
         None,

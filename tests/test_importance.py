@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import os
 import sys
-import types
 
 import pytest
 import torch
@@ -15,7 +14,9 @@ from tiny_models import ARCHITECTURES, random_batches, tiny_model
 from hf_minitron.config import PruningConfig
 from hf_minitron.importance import ImportanceScores, estimate_importance
 
-ALL = PruningConfig(hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3)
+ALL = PruningConfig(
+    hidden_size=32, intermediate_size=64, num_attention_heads=4, num_hidden_layers=3, importance="activation"
+)
 
 
 def _collect(model, batches):
@@ -68,6 +69,7 @@ def test_statistics_match_plain_computation(seq_agg, batch_agg):
         num_attention_heads=4,
         sequence_aggregation=seq_agg,
         batch_aggregation=batch_agg,
+        importance="activation",
     )
     scores = estimate_importance(model, batches, config)
     acts = _collect(model, batches)
@@ -111,7 +113,7 @@ def test_padding_is_ignored(arch):
 def test_block_importance_is_one_minus_cosine_of_layer_input_and_output():
     model = tiny_model("llama")
     batch = random_batches(n=1, pad_last=4)[0]
-    scores = estimate_importance(model, [batch], PruningConfig(num_hidden_layers=2))
+    scores = estimate_importance(model, [batch], PruningConfig(num_hidden_layers=2, importance="activation"))
     with torch.no_grad():
         hs = model(**batch, output_hidden_states=True).hidden_states
     mask = batch["attention_mask"].bool()
@@ -125,7 +127,7 @@ def test_perplexity_metric_is_the_loss_without_the_layer():
     model = tiny_model("llama")
     batch = random_batches(n=1, pad_last=4)[0]
     scores = estimate_importance(
-        model, [batch], PruningConfig(num_hidden_layers=3, depth_metric="perplexity")
+        model, [batch], PruningConfig(num_hidden_layers=3, depth_metric="perplexity", importance="activation")
     )
     labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     for i in range(4):
@@ -151,7 +153,9 @@ def test_empty_calibration_data_is_refused():
         estimate_importance(tiny_model("llama"), [], ALL)
     with pytest.raises(ValueError, match="batches"):
         estimate_importance(
-            tiny_model("llama"), iter([]), PruningConfig(num_hidden_layers=2, depth_metric="perplexity")
+            tiny_model("llama"),
+            iter([]),
+            PruningConfig(num_hidden_layers=2, depth_metric="perplexity", importance="activation"),
         )
 
 
@@ -194,18 +198,32 @@ def test_dispatched_model_gives_the_same_scores():
         torch.testing.assert_close(getattr(got, name), getattr(ref, name))
 
 
-def test_taylor_and_magnitude_dispatch(monkeypatch):
-    calls = []
-    taylor = types.ModuleType("hf_minitron.importance.taylor")
-    taylor.estimate_taylor_importance = lambda m, b, c: calls.append(("taylor", c.importance)) or "t"
-    magnitude = types.ModuleType("hf_minitron.importance.magnitude")
-    magnitude.estimate_magnitude_importance = lambda m, c: calls.append(("magnitude", c.importance)) or "m"
-    monkeypatch.setitem(sys.modules, "hf_minitron.importance.taylor", taylor)
-    monkeypatch.setitem(sys.modules, "hf_minitron.importance.magnitude", magnitude)
+def test_taylor_and_magnitude_dispatch_only_requested_axes_and_depth_metric_for_layers():
+    from hf_minitron.importance.magnitude import estimate_magnitude_importance
+    from hf_minitron.importance.taylor import estimate_taylor_importance
+
     model = tiny_model("llama")
-    assert estimate_importance(model, [], PruningConfig(importance="taylor")) == "t"
-    assert estimate_importance(model, [], PruningConfig(importance="magnitude")) == "m"
-    assert calls == [("taylor", "taylor"), ("magnitude", "magnitude")]
+    batches = random_batches(n=2)
+    for criterion in ("taylor", "magnitude"):
+        config = PruningConfig(intermediate_size=64, importance=criterion)
+        direct = (
+            estimate_taylor_importance(model, batches, config)
+            if criterion == "taylor"
+            else estimate_magnitude_importance(model, config)
+        )
+        scores = estimate_importance(model, batches, config)
+        torch.testing.assert_close(scores.neurons, direct.neurons)
+        assert scores.heads is None and scores.channels is None and scores.layers is None
+        assert scores.metadata["importance"] == criterion
+        # layers are ranked by the depth metric, whatever the width criterion
+        depth = PruningConfig(num_hidden_layers=3, importance=criterion)
+        expected = estimate_importance(
+            model, batches, PruningConfig(num_hidden_layers=3, importance="activation")
+        )
+        torch.testing.assert_close(estimate_importance(model, batches, depth).layers, expected.layers)
+    # nothing to prune: no pass at all, whatever the criterion
+    empty = estimate_importance(model, iter(()), PruningConfig(importance="taylor"))
+    assert (empty.neurons, empty.heads, empty.channels, empty.layers) == (None, None, None, None)
 
 
 def _distributed_worker(rank, world, init_file, out_dir):

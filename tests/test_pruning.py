@@ -44,7 +44,9 @@ def zero_components(model) -> None:
                 layer.mlp.down_proj.weight.zero_()
 
 
-ZERO_TARGET = PruningConfig(intermediate_size=96, num_key_value_heads=2, num_hidden_layers=3)
+ZERO_TARGET = PruningConfig(
+    intermediate_size=96, num_key_value_heads=2, num_hidden_layers=3, importance="activation"
+)
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +131,11 @@ def test_no_targets_keeps_logits(arch):
     model = tiny_model(arch)
     batch = random_batches(n=1)[0]
     before = _logits(model, batch)
-    scores = estimate_importance(model, random_batches(), PruningConfig())
+    scores = estimate_importance(model, random_batches(), PruningConfig(importance="activation"))
     assert (
         scores.neurons is None and scores.heads is None and scores.channels is None and scores.layers is None
     )
-    prune_model(model, PruningConfig(), scores)
+    prune_model(model, PruningConfig(importance="activation"), scores)
     torch.testing.assert_close(_logits(model, batch), before, atol=0, rtol=0)
 
 
@@ -159,7 +161,7 @@ def test_channel_pruning_keeps_top_channels_in_order(arch):
     ids = torch.tensor([[5, 6, 7]])
     with torch.no_grad():
         embedded = spec.embed(model)(ids)
-    prune_model(model, PruningConfig(hidden_size=40), scores)
+    prune_model(model, PruningConfig(hidden_size=40, importance="activation"), scores)
     sd = model.state_dict()
     assert model.config.minitron["kept_hidden_channels"] == keep
     for name, value in sd.items():
@@ -198,7 +200,7 @@ def test_gemma_tied_head_compensation_keeps_logits_of_zero_channels():
     scores.channels = torch.cat([torch.ones(48), torch.zeros(16)])
     final_gain = 1 + spec.final_norm(model).weight.detach().clone()
     head = spec.lm_head(model).weight.detach().clone()
-    prune_model(model, PruningConfig(hidden_size=48), scores)
+    prune_model(model, PruningConfig(hidden_size=48, importance="activation"), scores)
     # LM head (tied, scaled by sqrt(64/48)) times final gain (divided by it) equals the original product
     new = (1 + spec.final_norm(model).weight.detach()) * spec.lm_head(model).weight.detach()
     torch.testing.assert_close(new, final_gain[keep] * head[:, keep], atol=1e-5, rtol=1e-5)
@@ -211,7 +213,7 @@ def test_head_pruning_keeps_best_heads_within_groups(arch):
     scores.heads = torch.tensor([[0.1, 0.9, 0.8, 0.7, 0.5, 0.6, 0.2, 0.3]] * 4)
     q_before = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
     k_before = model.model.layers[0].self_attn.k_proj.weight.detach().clone()
-    prune_model(model, PruningConfig(num_attention_heads=4), scores)
+    prune_model(model, PruningConfig(num_attention_heads=4, importance="activation"), scores)
     assert (model.config.num_attention_heads, model.config.num_key_value_heads, model.config.head_dim) == (
         4,
         4,
@@ -231,7 +233,7 @@ def test_kv_group_pruning_drops_whole_groups():
         [[0.1, 0.9, 0.1, 0.1, 0.5, 0.6, 0.2, 0.3]] * 4
     )  # groups 0.1+0.9, 0.2, 1.1, 0.5
     k_before = model.model.layers[1].self_attn.k_proj.weight.detach().clone()
-    prune_model(model, PruningConfig(num_key_value_heads=2), scores)
+    prune_model(model, PruningConfig(num_key_value_heads=2, importance="activation"), scores)
     assert (model.config.num_attention_heads, model.config.num_key_value_heads) == (4, 2)
     rows = torch.cat([torch.arange(0, 8), torch.arange(16, 24)])
     torch.testing.assert_close(model.model.layers[1].self_attn.k_proj.weight, k_before[rows], atol=0, rtol=0)
@@ -245,7 +247,9 @@ def test_head_carry_over_formula():
     scores.heads = torch.zeros(4, 8)
     scores.heads[:, order] = torch.linspace(1, 0.1, 8)
     w = model.model.layers[0].self_attn.o_proj.weight.detach().clone().reshape(64, 8, 8)
-    prune_model(model, PruningConfig(num_attention_heads=4, head_carry_over=True), scores)
+    prune_model(
+        model, PruningConfig(num_attention_heads=4, head_carry_over=True, importance="activation"), scores
+    )
     # L=8, K=4: ranks i = 1..4 absorb ranks 2K-i+1 = 8..5
     expected = {}
     for i in range(1, 5):
@@ -260,21 +264,29 @@ def test_head_carry_over_formula():
 def test_depth_renumbers_layer_index_and_layer_types(tmp_path):
     model = tiny_model("gemma2")
     types = list(model.config.layer_types)
-    prune_model(model, PruningConfig(layers_to_drop=[0]))
+    prune_model(model, PruningConfig(layers_to_drop=[0], importance="activation"))
     assert model.config.layer_types == types[1:]
     assert [layer.self_attn.layer_idx for layer in model.model.layers] == [0, 1, 2]
     assert [layer.self_attn.sliding_window for layer in model.model.layers] == [None, 16, None]
     model.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3, do_sample=False)
     qwen = tiny_model("qwen2", use_sliding_window=True, sliding_window=8, max_window_layers=2)
-    prune_model(qwen, PruningConfig(layers_to_drop=[1, 2]))
+    prune_model(qwen, PruningConfig(layers_to_drop=[1, 2], importance="activation"))
     assert qwen.config.max_window_layers == 1 and qwen.config.num_hidden_layers == 2
 
 
 def test_repeated_pruning_composes_provenance():
     model = tiny_model("llama")
-    prune_model(model, PruningConfig(layers_to_drop=[1], hidden_size=48), _manual_scores(model, 1))
+    prune_model(
+        model,
+        PruningConfig(layers_to_drop=[1], hidden_size=48, importance="activation"),
+        _manual_scores(model, 1),
+    )
     first = dict(model.config.minitron)
-    prune_model(model, PruningConfig(layers_to_drop=[0], hidden_size=32), _manual_scores(model, 2))
+    prune_model(
+        model,
+        PruningConfig(layers_to_drop=[0], hidden_size=32, importance="activation"),
+        _manual_scores(model, 2),
+    )
     record = model.config.minitron
     assert record["kept_layers"] == first["kept_layers"][1:] == [2, 3]
     assert record["source_hidden_size"] == 64 and record["source_num_hidden_layers"] == 4
@@ -290,30 +302,35 @@ def test_contiguous_depth_drops_the_zeroed_block():
             layer.mlp.down_proj.weight.zero_()
     batch = random_batches(n=1)[0]
     before = _logits(model, batch)
-    config = PruningConfig(num_hidden_layers=2, depth_metric="contiguous")
+    config = PruningConfig(num_hidden_layers=2, depth_metric="contiguous", importance="activation")
     scores = estimate_importance(model, random_batches(), config)
     prune_model(model, config, scores)
     assert model.config.minitron["kept_layers"] == [0, 3]
     torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="num_hidden_layers"):
         prune_model(
-            tiny_model("llama"), PruningConfig(num_hidden_layers=3, depth_metric="contiguous"), scores
+            tiny_model("llama"),
+            PruningConfig(num_hidden_layers=3, depth_metric="contiguous", importance="activation"),
+            scores,
         )
 
 
 BAD_REQUESTS = [
-    (PruningConfig(hidden_size=65), "hidden_size=65"),
-    (PruningConfig(intermediate_size=129), "intermediate_size=129"),
-    (PruningConfig(num_hidden_layers=5), "num_hidden_layers=5"),
-    (PruningConfig(num_key_value_heads=5), "num_key_value_heads=5"),
-    (PruningConfig(num_attention_heads=6), "num_attention_heads=6"),  # 6 is not a multiple of 4 KV groups
+    (PruningConfig(hidden_size=65, importance="activation"), "hidden_size=65"),
+    (PruningConfig(intermediate_size=129, importance="activation"), "intermediate_size=129"),
+    (PruningConfig(num_hidden_layers=5, importance="activation"), "num_hidden_layers=5"),
+    (PruningConfig(num_key_value_heads=5, importance="activation"), "num_key_value_heads=5"),
     (
-        PruningConfig(num_attention_heads=12, num_key_value_heads=2),
+        PruningConfig(num_attention_heads=6, importance="activation"),
+        "num_attention_heads=6",
+    ),  # 6 is not a multiple of 4 KV groups
+    (
+        PruningConfig(num_attention_heads=12, num_key_value_heads=2, importance="activation"),
         "num_attention_heads=12",
     ),  # 6 per group > 2
-    (PruningConfig(layers_to_drop=[4]), "layers_to_drop"),
-    (PruningConfig(layers_to_drop=[0, 1, 2, 3]), "layers_to_drop"),
-    (PruningConfig(layers_to_drop=[1], num_hidden_layers=2), "num_hidden_layers=2"),
+    (PruningConfig(layers_to_drop=[4], importance="activation"), "layers_to_drop"),
+    (PruningConfig(layers_to_drop=[0, 1, 2, 3], importance="activation"), "layers_to_drop"),
+    (PruningConfig(layers_to_drop=[1], num_hidden_layers=2, importance="activation"), "num_hidden_layers=2"),
 ]
 
 
@@ -335,11 +352,13 @@ def test_scores_for_another_shape_or_missing_axis_are_refused():
     other = _manual_scores(tiny_model("llama", intermediate_size=96))
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match="scores.neurons"):
-        prune_model(model, PruningConfig(intermediate_size=64), other)
+        prune_model(model, PruningConfig(intermediate_size=64, importance="activation"), other)
     partial = _manual_scores(model)
     partial.channels = None
     with pytest.raises(ValueError, match="scores.channels"):
-        prune_model(model, PruningConfig(intermediate_size=64, hidden_size=32), partial)
+        prune_model(
+            model, PruningConfig(intermediate_size=64, hidden_size=32, importance="activation"), partial
+        )
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
@@ -348,13 +367,17 @@ def test_unsupported_model_type_is_refused():
 
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=32))
     with pytest.raises(ValueError, match="gpt2.*llama"):
-        prune_model(model, PruningConfig(hidden_size=8), None)
+        prune_model(model, PruningConfig(hidden_size=8, importance="activation"), None)
 
 
 def test_pruning_keeps_dtype_device_and_requires_grad():
     model = tiny_model("qwen2").to(torch.bfloat16)
     model.model.layers[0].mlp.up_proj.weight.requires_grad_(False)
-    prune_model(model, PruningConfig(intermediate_size=64, hidden_size=32), _manual_scores(model))
+    prune_model(
+        model,
+        PruningConfig(intermediate_size=64, hidden_size=32, importance="activation"),
+        _manual_scores(model),
+    )
     assert all(p.dtype == torch.bfloat16 for p in model.parameters())
     assert not model.model.layers[0].mlp.up_proj.weight.requires_grad
     assert model.model.layers[1].mlp.up_proj.weight.requires_grad

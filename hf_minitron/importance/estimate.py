@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 from collections.abc import Iterable, Iterator
 
@@ -43,27 +44,62 @@ def requested_axes(model_config, config: PruningConfig | None) -> set[str]:
 
 
 def estimate_importance(
-    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], config: PruningConfig | None = None
+    model: nn.Module, batches: Iterable[dict[str, torch.Tensor]] | None, config: PruningConfig | None = None
 ) -> ImportanceScores:
     """
-    Score the components `config` asks to prune, from forward passes over calibration batches.
+    Score the components `config` asks to prune from calibration batches, with the criterion `config.importance`.
 
     Args:
         model (`PreTrainedModel`): A supported causal LM, any dtype or device (also dispatched with `device_map`).
-        batches (`Iterable[dict]`): Dicts with `input_ids` and optionally `attention_mask` (padding is ignored).
-        config (`PruningConfig`, *optional*): What to score and how; `None` scores every axis with the defaults.
+        batches (`Iterable[dict]`): Dicts with `input_ids` and optionally `attention_mask` (padding is ignored);
+            may be `None` for `importance="magnitude"`.
+        config (`PruningConfig`, *optional*): What to prune; `None` scores every axis with the default criterion.
 
     Returns:
-        `ImportanceScores` with the requested axes (others `None`).
+        `ImportanceScores` with the requested axes (others `None`). Layers are always ranked by
+        `config.depth_metric`, whatever the width criterion.
     """
-    if config is not None and config.importance == "taylor":
+    criterion = (config or PruningConfig()).importance
+    if config is not None:
+        config.validate_for(model.config)
+    axes = requested_axes(model.config, config)
+    if criterion == "activation" or axes <= {"layers"}:  # depth alone needs no width criterion
+        return _activation_importance(model, batches, config)
+    batches = [] if batches is None else list(batches)  # reused by the depth metric below
+    if criterion == "taylor":
         from hf_minitron.importance.taylor import estimate_taylor_importance
 
-        return estimate_taylor_importance(model, batches, config)
-    if config is not None and config.importance == "magnitude":
+        scores = estimate_taylor_importance(model, batches, config or PruningConfig())
+    else:
         from hf_minitron.importance.magnitude import estimate_magnitude_importance
 
-        return estimate_magnitude_importance(model, config)
+        scores = estimate_magnitude_importance(model, config or PruningConfig())
+    for axis in ALL_AXES - axes:  # only what the config asks for
+        setattr(scores, axis, None)
+    n_layers = model.config.num_hidden_layers
+    if "layers" in axes and batches and n_layers > 1:
+        base = config or PruningConfig()
+        depth_only = dataclasses.replace(
+            base,
+            importance="activation",
+            target_params=None,
+            hidden_size=None,
+            intermediate_size=None,
+            num_attention_heads=None,
+            num_key_value_heads=None,
+            layers_to_drop=None,
+            num_hidden_layers=base.num_hidden_layers or n_layers - 1,
+        )
+        depth = _activation_importance(model, batches, depth_only)
+        scores.layers = depth.layers
+        scores.metadata.update(
+            {k: v for k, v in depth.metadata.items() if k in ("depth_metric", "contiguous_block")}
+        )
+    return scores
+
+
+def _activation_importance(model: nn.Module, batches, config: PruningConfig | None) -> ImportanceScores:
+    """Minitron's criterion: activation statistics from one hooked no-grad pass (plus loss passes for depth)."""
     spec = get_spec(model)
     if config is not None:
         config.validate_for(model.config)
