@@ -185,8 +185,11 @@ def test_width_pruned_student_uses_kept_teacher_channels_else_a_projection(tmp_p
 def test_bad_inputs_raise_before_training(tmp_path):
     teacher, student = teacher_and_student()
     small_vocab = tiny_model("llama", seed=2, vocab_size=96)
+    teacher.train()
     with pytest.raises(ValueError, match=r"vocab.*128.*96"):
         DistillationTrainer(model=small_vocab, teacher_model=teacher, args=tiny_args(tmp_path))
+    # a refused request leaves the teacher as it was
+    assert teacher.training and all(p.requires_grad for p in teacher.parameters())
     trainer = DistillationTrainer(
         model=small_vocab, teacher_model=teacher, args=tiny_args(tmp_path, distill_truncate_vocab=True, max_steps=1),
         train_dataset=token_dataset(4),  # tokens < 128 may exceed 96: keep to the shared ids

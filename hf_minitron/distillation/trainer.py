@@ -58,8 +58,6 @@ class DistillationTrainer(Trainer):
         if not isinstance(args, DistillationArguments):
             raise TypeError(f"args must be a DistillationArguments, got {type(args).__name__}.")
         _check_peft_student(model)
-        teacher_model.requires_grad_(False)
-        teacher_model.eval()
 
         s_vocab, t_vocab = M.output_vocab(model), M.output_vocab(teacher_model)
         self.distill_vocab = None
@@ -75,6 +73,8 @@ class DistillationTrainer(Trainer):
         self.layer_pairs, self.teacher_channels, self.projection = self._hidden_state_setup(
             model, teacher_model, args
         )
+        teacher_model.requires_grad_(False)  # only once every check has passed: a refusal leaves it untouched
+        teacher_model.eval()
         super().__init__(model=model, args=args, **kwargs)
         if args.n_gpu > 1:
             raise ValueError(
