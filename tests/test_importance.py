@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 import sys
 
@@ -237,6 +238,8 @@ def _distributed_worker(rank, world, init_file, out_dir):
     batches = random_batches(n=4, pad_last=3)[rank::world]
     scores = estimate_importance(tiny_model("llama"), batches, ALL)
     scores.save(os.path.join(out_dir, f"rank{rank}.safetensors"))
+    taylor = estimate_importance(tiny_model("llama"), batches, dataclasses.replace(ALL, importance="taylor"))
+    taylor.save(os.path.join(out_dir, f"taylor{rank}.safetensors"))
     dist.destroy_process_group()
 
 
@@ -258,4 +261,13 @@ def test_statistics_are_reduced_across_ranks(tmp_path):
     for name in ("neurons", "heads", "channels", "layers"):
         assert torch.equal(getattr(ranks[0], name), getattr(ranks[1], name))
         torch.testing.assert_close(getattr(ranks[0], name), getattr(ref, name), atol=1e-5, rtol=1e-4)
+    assert ranks[0].metadata["num_samples"] == 8
+    # Taylor: each rank's |w x g| sums over its own batches, reduced to the one-process sum over all of them
+    ref = estimate_importance(
+        tiny_model("llama"), random_batches(n=4, pad_last=3), dataclasses.replace(ALL, importance="taylor")
+    )
+    ranks = [ImportanceScores.load(tmp_path / f"taylor{r}.safetensors") for r in range(2)]
+    for name in ("neurons", "heads", "channels"):
+        assert torch.equal(getattr(ranks[0], name), getattr(ranks[1], name))
+        torch.testing.assert_close(getattr(ranks[0], name), getattr(ref, name), atol=1e-6, rtol=1e-4)
     assert ranks[0].metadata["num_samples"] == 8

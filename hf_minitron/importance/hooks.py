@@ -90,13 +90,12 @@ class SampleStatistic:
         return (total_sq / n - (total / n) ** 2).clamp_min(0.0)
 
 
-def all_reduce_statistics(stats: list[SampleStatistic]) -> None:
-    """Sum every statistic across `torch.distributed` ranks (no-op when not initialized)."""
-    if not (dist.is_available() and dist.is_initialized()) or not stats:
-        return
-    parts = [t.cpu() for s in stats for t in s.tensors()]
-    sizes = [p.numel() for p in parts]
-    flat = torch.cat([p.reshape(-1) for p in parts])
+def all_reduce_sum(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """CPU sums of `tensors` over `torch.distributed` ranks, in one collective (the inputs when not initialized)."""
+    if not (dist.is_available() and dist.is_initialized()) or not tensors:
+        return tensors
+    parts = [t.detach().cpu() for t in tensors]
+    flat = torch.cat([p.reshape(-1).to(torch.float64) for p in parts])
     device = (
         torch.device("cuda", torch.cuda.current_device())
         if dist.get_backend() == "nccl"
@@ -104,9 +103,17 @@ def all_reduce_statistics(stats: list[SampleStatistic]) -> None:
     )
     flat = flat.to(device)
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    chunks = iter(torch.split(flat.cpu(), sizes))
-    for s, shapes in zip(stats, [[t.shape for t in s.tensors()] for s in stats]):
-        s.load([next(chunks).reshape(shape) for shape in shapes])
+    chunks = torch.split(flat.cpu(), [p.numel() for p in parts])
+    return [c.reshape(p.shape).to(p.dtype) for c, p in zip(chunks, parts)]
+
+
+def all_reduce_statistics(stats: list[SampleStatistic]) -> None:
+    """Sum every statistic across `torch.distributed` ranks (no-op when not initialized)."""
+    if not (dist.is_available() and dist.is_initialized()) or not stats:
+        return
+    summed = iter(all_reduce_sum([t for s in stats for t in s.tensors()]))
+    for s in stats:
+        s.load([next(summed) for _ in s.tensors()])
 
 
 def first_arg(args: tuple, kwargs: dict, name: str = "hidden_states") -> torch.Tensor:

@@ -9,6 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hf_minitron.architectures import get_spec
+from hf_minitron.importance.hooks import all_reduce_sum
 from hf_minitron.importance.magnitude import layer_modules
 from hf_minitron.importance.scores import ImportanceScores
 
@@ -136,7 +137,7 @@ def estimate_taylor_importance(model: nn.Module, batches: Iterable[dict], config
     was_training = model.training
     handles = []
     num_samples = num_tokens = 0
-    device = next(model.parameters()).device
+    device = model.get_input_embeddings().weight.device  # where a dispatched model takes its inputs
     try:
         model.eval()
         for p in params:
@@ -158,6 +159,11 @@ def estimate_taylor_importance(model: nn.Module, batches: Iterable[dict], config
             p.requires_grad_(flag)
             p.grad = grad
         model.train(was_training)
+    # under torch.distributed every rank scores its own batches: sum, so all ranks get the same scores
+    acc.neurons, acc.heads, acc.channels, acc.layer_scores, counts = all_reduce_sum(
+        [acc.neurons, acc.heads, acc.channels, acc.layer_scores, torch.tensor([num_samples, num_tokens])]
+    )
+    num_samples, num_tokens = (int(c) for c in counts)
     if num_samples == 0:
         raise ValueError("batches is empty: Taylor importance needs at least one calibration batch")
     mc = model.config
