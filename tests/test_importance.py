@@ -215,13 +215,15 @@ def test_taylor_and_magnitude_dispatch_only_requested_axes_and_depth_metric_for_
         scores = estimate_importance(model, batches, config)
         torch.testing.assert_close(scores.neurons, direct.neurons)
         assert scores.heads is None and scores.channels is None and scores.layers is None
-        assert scores.metadata["importance"] == criterion
+        assert scores.metadata["importance"] == criterion and "depth_metric" not in scores.metadata
         # layers are ranked by the depth metric, whatever the width criterion
         depth = PruningConfig(num_hidden_layers=3, importance=criterion)
         expected = estimate_importance(
             model, batches, PruningConfig(num_hidden_layers=3, importance="activation")
         )
-        torch.testing.assert_close(estimate_importance(model, batches, depth).layers, expected.layers)
+        depth_scores = estimate_importance(model, batches, depth)
+        torch.testing.assert_close(depth_scores.layers, expected.layers)
+        assert depth_scores.metadata["depth_metric"] == "block_importance"
     # nothing to prune: no pass at all, whatever the criterion
     empty = estimate_importance(model, iter(()), PruningConfig(importance="taylor"))
     assert (empty.neurons, empty.heads, empty.channels, empty.layers) == (None, None, None, None)

@@ -76,6 +76,8 @@ def estimate_importance(
         scores = estimate_magnitude_importance(model, config or PruningConfig())
     for axis in ALL_AXES - axes:  # only what the config asks for
         setattr(scores, axis, None)
+    if "layers" not in axes:
+        scores.metadata.pop("depth_metric", None)
     n_layers = model.config.num_hidden_layers
     if "layers" in axes and batches and n_layers > 1:
         base = config or PruningConfig()
