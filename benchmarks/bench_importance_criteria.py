@@ -8,6 +8,7 @@ held-out loss is taken right after pruning and after distillation. Prints JSON (
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import statistics
@@ -105,9 +106,12 @@ def main(argv=None) -> int:
         },
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
-    print(json.dumps(out, indent=2))
+    print(json.dumps(out, indent=2), file=sys.__stdout__)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # stdout carries the JSON alone: the Trainer's own log lines go to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        code = main()
+    sys.exit(code)

@@ -17,6 +17,7 @@ About 5.5 min with the defaults on a shared 2-core CPU (README: pruning to a bud
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -89,6 +90,7 @@ def main(argv=None) -> int:
         resolve_target_params,
         search_architectures,
     )
+    from hf_minitron.search.cost import shape_of
     from hf_minitron.search.run import evaluate_lm_loss
     from hf_minitron.search.space import Candidate, enumerate_candidates
 
@@ -108,17 +110,7 @@ def main(argv=None) -> int:
     out = {
         "teacher": {
             "params": source,
-            "shape": {
-                k: getattr(teacher.config, k)
-                for k in (
-                    "hidden_size",
-                    "intermediate_size",
-                    "num_attention_heads",
-                    "num_key_value_heads",
-                    "num_hidden_layers",
-                    "vocab_size",
-                )
-            },
+            "shape": {**shape_of(teacher.config), "vocab_size": teacher.config.vocab_size},
             "eval_loss": round(evaluate_lm_loss(teacher, eval_ds), 4),
             "cached": info.get("cached"),
         },
@@ -287,7 +279,7 @@ def main(argv=None) -> int:
     }
     out["wall_seconds"] = round(time.perf_counter() - start, 1)
     text = json.dumps(out, indent=2)
-    print(text)
+    print(text, file=sys.__stdout__)
     if opts.output:
         with open(opts.output, "w", encoding="utf-8") as f:
             f.write(text + "\n")
@@ -295,4 +287,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # stdout carries the JSON alone: the Trainer's own log lines go to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        code = main()
+    sys.exit(code)
