@@ -28,14 +28,6 @@ _SIZE_FIELDS = (
 )
 
 
-def attention_shape(model_config) -> tuple[int, int, int]:
-    """(query heads, KV heads, head_dim) of a transformers config, with the usual defaults."""
-    n_q = model_config.num_attention_heads
-    n_kv = getattr(model_config, "num_key_value_heads", None) or n_q
-    head_dim = getattr(model_config, "head_dim", None) or model_config.hidden_size // n_q
-    return n_q, n_kv, head_dim
-
-
 def _fail(name: str, value: Any, allowed: str) -> ValueError:
     return ValueError(f"{name}={value!r} is invalid: allowed {allowed}")
 
@@ -138,38 +130,60 @@ class PruningConfig:
                     f"a multiple of num_key_value_heads={self.num_key_value_heads}",
                 )
 
-    def resolve_heads(self, model_config) -> tuple[int, int]:
-        """The (query heads, KV heads) this config asks of a model with `model_config`."""
-        n_q, n_kv, _ = attention_shape(model_config)
-        new_q = self.num_attention_heads
-        new_kv = self.num_key_value_heads
-        if new_kv is None:
-            new_kv = new_q if (new_q is not None and n_kv == n_q) else n_kv
-        if new_q is None:
-            new_q = new_kv * (n_q // n_kv)
-        return new_q, new_kv
+    def target_sizes(self, model_config) -> dict[str, int]:
+        """Every prunable width of the model with `model_config` after pruning (`None` fields keep the size; a
+        GQA model keeps its query heads per KV group unless told otherwise)."""
+        from hf_minitron.architectures import get_spec
+        from hf_minitron.architectures.dimensions import resolve
+
+        spec = get_spec(model_config)
+        current = spec.shape(model_config)
+        requested = {k: getattr(self, k, None) for k in spec.size_keys}
+        sizes: dict[str, int] = {}
+        for group in spec.groups:
+            sizes.update(resolve(group, requested, current))
+        return sizes
+
+    def pruned_dimensions(self, model_config) -> set[str]:
+        """Names of the dimension groups (and `"layers"`) this config shrinks; all of them with a budget."""
+        from hf_minitron.architectures import get_spec
+
+        spec = get_spec(model_config)
+        every = {g.name for g in spec.groups} | {"layers"}
+        if self.target_params is not None:
+            return every
+        current, sizes = spec.shape(model_config), self.target_sizes(model_config)
+        names = {g.name for g in spec.groups if any(sizes[k] != current[k] for k in g.config_keys)}
+        if (
+            self.layers_to_drop is None
+            and self.num_hidden_layers is not None
+            and self.num_hidden_layers < current["num_hidden_layers"]
+        ):
+            names.add("layers")
+        return names
 
     def validate_for(self, model_config) -> None:
         """Check the targets against a model's config; raise `ValueError` naming field, value and allowed range."""
+        from hf_minitron.architectures import get_spec
+        from hf_minitron.architectures.dimensions import validate
+        from hf_minitron.architectures.spec import text_config
+
         self.validate()
-        for name in _SIZE_FIELDS:
-            value, current = getattr(self, name), getattr(model_config, name, None)
-            if value is not None and current is not None and value > current:
-                raise _fail(name, value, f"1..{current} (the model's current {name})")
-        n_q, n_kv, _ = attention_shape(model_config)
-        new_q, new_kv = self.resolve_heads(model_config)
-        if new_kv > n_kv:
-            raise _fail("num_key_value_heads", new_kv, f"1..{n_kv}")
-        if new_q % new_kv:
-            raise _fail("num_attention_heads", new_q, f"a multiple of num_key_value_heads={new_kv}")
-        if new_q // new_kv > n_q // n_kv:
-            allowed = ", ".join(str(new_kv * r) for r in range(1, n_q // n_kv + 1))
+        spec = get_spec(model_config)
+        current = spec.shape(model_config)
+        for name in spec.size_keys:
+            value = getattr(self, name, None)
+            if value is not None and name not in current:
+                raise _fail(name, value, f"None ({type(model_config).__name__} has no {name})")
+        layers = self.num_hidden_layers
+        if layers is not None and layers > current["num_hidden_layers"]:
             raise _fail(
-                "num_attention_heads",
-                new_q,
-                f"one of {allowed} (at most {n_q // n_kv} query heads per KV group with "
-                f"num_key_value_heads={new_kv}, to keep GQA uniform)",
+                "num_hidden_layers", layers, f"1..{current['num_hidden_layers']} (the model's current depth)"
             )
+        sizes = self.target_sizes(model_config)
+        for group in spec.groups:
+            validate(group, sizes, current)
+        model_config = text_config(model_config)
         n_layers = model_config.num_hidden_layers
         if self.layers_to_drop is not None:
             bad = [i for i in self.layers_to_drop if i >= n_layers]

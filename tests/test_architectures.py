@@ -1,14 +1,19 @@
-"""Every registered spec against the modules, tensor-parallel plan and numerics transformers actually has."""
+"""Every registered spec against the parameters, modules and numerics transformers actually has."""
 
 from __future__ import annotations
 
+import ast
 import math
+import pathlib
 
 import pytest
 import torch
 from tiny_models import ARCHITECTURES, tiny_config, tiny_model
 
+import hf_minitron
 from hf_minitron.architectures import get_spec, supported_model_types
+from hf_minitron.architectures.dimensions import expand, index_counts, rows_of
+from hf_minitron.architectures.spec import text_config
 
 
 def test_registry_covers_the_tiny_model_families():
@@ -16,43 +21,43 @@ def test_registry_covers_the_tiny_model_families():
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
-def test_spec_matches_module_names_and_tp_plan(arch):
+def test_every_declared_slice_matches_a_parameter_of_that_size(arch):
+    """Each slice's segments add up to the tensor dim it cuts: a renamed or re-laid-out module is caught."""
     model = tiny_model(arch)
     spec = get_spec(model)
     assert spec is get_spec(model.config) is get_spec(arch)
-    for path in spec.module_paths(model.config.num_hidden_layers):
-        model.get_submodule(path)  # raises on an upstream rename
-    assert isinstance(spec.layers(model), torch.nn.ModuleList)
-    assert spec.layers_path.endswith("layers") and spec.lm_head(model) is model.get_output_embeddings()
+    config, shape = text_config(model.config), spec.shape(model.config)
+    layers = spec.layers(model)
+    assert isinstance(layers, torch.nn.ModuleList) and len(layers) == shape["num_hidden_layers"]
+    assert spec.lm_head(model) is model.get_output_embeddings()
     assert spec.embed(model) is model.get_input_embeddings()
-    plan = dict(model.config.base_model_tp_plan or {})
-    linear_plan = {k: v for k, v in plan.items() if v in ("colwise", "rowwise")}
-    assert spec.tp_plan() == linear_plan
-    norms_in_plan = {k.split(".*.")[1] for k in plan if v_is_norm(plan[k])}
-    assert norms_in_plan <= set(spec.head_norms)
-    mlp = spec.mlp_module(spec.layers(model)[0])
-    assert hasattr(mlp, "gate_proj") == (spec.gate_proj is not None)
-
-
-def v_is_norm(style: str) -> bool:
-    return style.startswith("replicated")
+    named = dict(model.named_parameters(remove_duplicate=False))
+    for group in spec.groups:
+        counts = index_counts(group, shape)
+        roots = [f"{spec.layers_path}.{i}." for i in range(len(layers))] if group.scope == "layer" else [""]
+        for root in roots:
+            for s in group.slices:
+                for path in expand(s.path, len(layers)):
+                    param = named.get(root + path)
+                    if param is None:
+                        assert path.endswith(".bias"), f"{arch}: {root + path} is not a parameter"
+                        continue
+                    size = sum(counts[seg.index] * rows_of(seg.rows, config) for seg in s.segments)
+                    assert param.shape[s.dim] == size, (arch, root + path)
+            for path in group.observe.modules:
+                for p in expand(path, len(layers)):
+                    model.get_submodule(root + p)
+    for path in spec.module_paths(len(layers)):
+        model.get_submodule(path)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_spec_numerics_match_the_model(arch):
     model = tiny_model(arch)
     spec = get_spec(model)
-    layer = spec.layers(model)[0]
-    # every hidden-size module of the layer is covered by layer_norms (nothing left unsliced)
-    hidden_norms = {
-        name
-        for name, m in layer.named_children()
-        if getattr(m, "weight", None) is not None and tuple(m.weight.shape) == (model.config.hidden_size,)
-    }
-    assert hidden_norms == set(spec.layer_norms)
     # norm_weight_offset: with zero weight (and bias) a (1 + w) norm is the plain normalization
     norm = spec.final_norm(model)
-    x = torch.randn(3, model.config.hidden_size)
+    x = torch.randn(3, text_config(model.config).hidden_size)
     with torch.no_grad():
         norm.weight.zero_()
         if getattr(norm, "bias", None) is not None:
@@ -63,20 +68,34 @@ def test_spec_numerics_match_the_model(arch):
     ids = torch.tensor([[5]])
     with torch.no_grad():
         ratio = (spec.embed(model)(ids)[0, 0] / spec.embed(model).weight[5]).mean().item()
-    expected = math.sqrt(model.config.hidden_size) if spec.embed_scale_from_hidden_size else 1.0
+    expected = math.sqrt(text_config(model.config).hidden_size) if spec.embed_scale_from_hidden_size else 1.0
     assert ratio == pytest.approx(expected, rel=1e-3)
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES)
 def test_config_fields_named_in_spec_exist(arch):
-    config = tiny_config(arch)
-    spec = get_spec(config)
+    config = text_config(tiny_config(arch))
+    spec = get_spec(tiny_config(arch))
     for name in spec.layer_prefix_count_fields:
         assert isinstance(getattr(config, name), int)
-    for name in spec.head_norms:
-        assert "norm" in name
+    for name in spec.size_keys:
+        assert isinstance(getattr(config, name), int), name
 
 
 def test_unsupported_type_lists_supported():
     with pytest.raises(ValueError, match=r"model_type='gpt2' is not supported: allowed one of \[.*'llama'"):
         get_spec("gpt2")
+
+
+def test_no_module_outside_architectures_names_a_model_type():
+    """Architecture knowledge is data in one place: no string literal outside architectures/ is a model type."""
+    root = pathlib.Path(hf_minitron.__file__).parent
+    types = set(supported_model_types())
+    offenders = []
+    for path in root.rglob("*.py"):
+        if "architectures" in path.relative_to(root).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in types:
+                offenders.append(f"{path.relative_to(root)}:{node.lineno} {node.value!r}")
+    assert not offenders, offenders

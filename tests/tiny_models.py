@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
 # Shared shape: 4 layers, hidden 64, MLP 128, 8 query heads in 4 KV groups (GQA), head_dim 8.
 BASE = dict(
@@ -28,25 +29,62 @@ ARCH_OVERRIDES: dict[str, dict] = {
     "qwen3": dict(tie_word_embeddings=True),
     "gemma": dict(),
     "gemma2": dict(sliding_window=16),
+    "gemma3_text": dict(sliding_window=16, sliding_window_pattern=2),
     "nemotron": dict(tie_word_embeddings=False, partial_rotary_factor=0.5),
     "granite": dict(
         embedding_multiplier=2.0, residual_multiplier=0.5, attention_multiplier=0.2, logits_scaling=4.0
     ),
+    "smollm3": dict(no_rope_layer_interval=2),
+    # q/k norms span all heads: pruning dead heads is exact up to the norm's epsilon, made negligible here
+    "olmo2": dict(rms_norm_eps=1e-12),
+    "olmo3": dict(sliding_window=16, rms_norm_eps=1e-12),
+    "phi3": dict(pad_token_id=0),
+    "phi": dict(partial_rotary_factor=0.5),
+    "glm4": dict(),
+    "exaone4": dict(sliding_window=16),
+    "seed_oss": dict(attention_bias=True),
+    "apertus": dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+    "hunyuan_v1_dense": dict(),
+    "ernie4_5": dict(),
+    "cohere": dict(logit_scale=0.5),
+    "cohere2": dict(sliding_window=16, logit_scale=0.5),
+    "starcoder2": dict(),
+    "stablelm": dict(),
+    "helium": dict(),
+    "arcee": dict(),
+    "gemma3": dict(vision=dict(image_size=28, patch_size=14), mm_tokens_per_image=4),
+    "mistral3": dict(vision=dict(image_size=28, patch_size=14, head_dim=16), text_model_type="ministral3"),
 }
 
 ARCHITECTURES = sorted(ARCH_OVERRIDES)
+COMPOSITE = sorted(k for k, v in ARCH_OVERRIDES.items() if "vision" in v)
+_VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
 
 
 def tiny_config(model_type: str, **overrides):
-    """Config of a tiny model of this family; overrides win over the defaults."""
-    return AutoConfig.for_model(model_type, **{**BASE, **ARCH_OVERRIDES[model_type], **overrides})
+    """Config of a tiny model of this family; overrides win over the defaults (in the text part)."""
+    extra = dict(ARCH_OVERRIDES[model_type])
+    if "vision" not in extra:
+        return AutoConfig.for_model(model_type, **{**BASE, **extra, **overrides})
+    vision = {**_VISION, **extra.pop("vision")}
+    text = {**BASE, **overrides}
+    if "text_model_type" in extra:
+        text["model_type"] = extra.pop("text_model_type")
+    return AutoConfig.for_model(model_type, text_config=text, vision_config=vision, **extra)
+
+
+def model_class(config):
+    """The Auto class that loads a checkpoint of this config (a vision-language wrapper's own for composites)."""
+    if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING:
+        return AutoModelForCausalLM
+    return AutoModelForImageTextToText
 
 
 def tiny_model(model_type: str = "llama", seed: int = 0, **overrides):
     """A tiny float32 model in eval mode with a fixed random init."""
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(tiny_config(model_type, **overrides), dtype=torch.float32)
-    return model.eval()
+    config = tiny_config(model_type, **overrides)
+    return model_class(config).from_config(config, dtype=torch.float32).eval()
 
 
 def random_batches(

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from hf_minitron.architectures import gemma, llama, nemotron, qwen  # noqa: F401  (registration)
+from hf_minitron.architectures import dense, gemma, glm, llama, mistral, nemotron, olmo, phi, qwen  # noqa: F401
+from hf_minitron.architectures.dimensions import DimensionGroup, Observation, Segment, TensorSlice
 from hf_minitron.architectures.spec import ArchitectureSpec, get_spec, register, supported_model_types
 
-__all__ = ["ArchitectureSpec", "get_spec", "register", "supported_model_types"]
+__all__ = [
+    "ArchitectureSpec",
+    "DimensionGroup",
+    "Observation",
+    "Segment",
+    "TensorSlice",
+    "get_spec",
+    "register",
+    "supported_model_types",
+]

@@ -1,5 +1,7 @@
-"""Gemma and Gemma2: (1 + weight) RMSNorms, embeddings scaled by sqrt(hidden_size); Gemma2 adds sandwich norms."""
+"""Gemma, Gemma 2 and Gemma 3: (1 + weight) RMSNorms, embeddings scaled by sqrt(hidden_size), sandwich norms."""
 
+from hf_minitron.architectures.dimensions import TensorSlice
+from hf_minitron.architectures.layout import decoder_groups
 from hf_minitron.architectures.spec import ArchitectureSpec, register
 
 _COMMON = dict(
@@ -7,18 +9,42 @@ _COMMON = dict(
     embed_scale_from_hidden_size=True,
     embed_scale_attributes=("embed_scale", "scalar_embed_scale"),
 )
+_SANDWICH = (
+    "input_layernorm",
+    "post_attention_layernorm",
+    "pre_feedforward_layernorm",
+    "post_feedforward_layernorm",
+)
 
 GEMMA = register(ArchitectureSpec(model_types=("gemma",), **_COMMON))
 GEMMA2 = register(
     ArchitectureSpec(
-        model_types=("gemma2",),
-        layer_norms=(
-            "input_layernorm",
-            "post_attention_layernorm",
-            "pre_feedforward_layernorm",
-            "post_feedforward_layernorm",
+        model_types=("gemma2", "gemma3_text"),
+        groups=decoder_groups(layer_norms=_SANDWICH),
+        notes=(
+            "layer_types alternate sliding/full attention; query_pre_attn_scalar and softcaps do not depend on "
+            "sizes; Gemma 3's q/k norms are over head_dim, which pruning keeps."
         ),
-        notes="layer_types alternate sliding/full attention; query_pre_attn_scalar and softcaps do not depend on sizes.",
+        **_COMMON,
+    )
+)
+_TEXT = "model.language_model"
+GEMMA3 = register(
+    ArchitectureSpec(
+        model_types=("gemma3",),
+        groups=decoder_groups(
+            layers_path=f"{_TEXT}.layers",
+            embed_path=f"{_TEXT}.embed_tokens",
+            final_norm_path=f"{_TEXT}.norm",
+            layer_norms=_SANDWICH,
+            # the vision features are projected into the hidden size: its columns go with the channels
+            extra_hidden_slices=(TensorSlice("model.multi_modal_projector.mm_input_projection_weight", 1),),
+        ),
+        layers_path=f"{_TEXT}.layers",
+        embed_path=f"{_TEXT}.embed_tokens",
+        final_norm_path=f"{_TEXT}.norm",
+        auto_class="AutoModelForImageTextToText",
+        notes="Composite vision-language checkpoint: the text part is pruned, the vision tower is kept.",
         **_COMMON,
     )
 )

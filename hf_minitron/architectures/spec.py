@@ -2,64 +2,70 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
+from hf_minitron.architectures.dimensions import DimensionGroup
+from hf_minitron.architectures.layout import decoder_groups
+
 _REGISTRY: dict[str, ArchitectureSpec] = {}
+
+# Integer attributes that transformers modules cache from the config, and the config key each one mirrors.
+MODULE_SIZE_ATTRIBUTES = {
+    "hidden_size": "hidden_size",
+    "intermediate_size": "intermediate_size",
+    "num_heads": "num_attention_heads",
+    "num_attention_heads": "num_attention_heads",
+    "num_key_value_heads": "num_key_value_heads",
+}
 
 
 @dataclass(frozen=True)
 class ArchitectureSpec:
     """
-    Module names and numeric conventions of a decoder-only causal LM family. Paths are relative to the
-    `*ForCausalLM` model (`model_path`) or to one decoder layer (`layer_path`).
+    A decoder-only causal LM family as data. Paths are relative to the model that `auto_class` builds.
 
     Args:
         model_types (`tuple[str, ...]`): `config.model_type` values this spec covers.
+        groups (`tuple[DimensionGroup, ...]`): The prunable width dimensions (see `decoder_groups` for the
+            Llama layout); depth is handled for every family by dropping whole layers.
         layers_path (`str`): The `nn.ModuleList` of decoder layers.
-        embed_path (`str`): The token embedding.
-        final_norm_path (`str`): The norm before the LM head.
-        lm_head_path (`str`): The output projection.
-        attention (`str`), q_proj, k_proj, v_proj, o_proj (`str`): Attention module and its projections.
-        mlp (`str`), gate_proj (`str | None`), up_proj, down_proj (`str`): MLP and its projections
-            (`gate_proj=None` for an ungated MLP).
-        layer_norms (`tuple[str, ...]`): Norms over the hidden size inside a layer; their outputs score the
-            embedding channels and they are sliced with them.
-        head_norms (`tuple[str, ...]`): Norms over `head_dim` (q/k norms); never sliced (head_dim is kept).
+        embed_path, final_norm_path, lm_head_path (`str`): Token embedding, final norm, output projection.
         norm_weight_offset (`float`): 1.0 when a norm computes `x * (1 + weight)` (Gemma, Nemotron's
             LayerNorm1P), else 0.0.
-        embed_scale_from_hidden_size (`bool`): The model multiplies embeddings by `sqrt(config.hidden_size)`.
-            Pruning the hidden size to H' would change that factor, so the embedding rows are multiplied by
-            `sqrt(H/H')` and the module's scale set to `sqrt(H')`: the kept channels see exactly the values they
-            saw before. With tied embeddings the LM head sees the same factor, which the final norm's gain undoes.
+        embed_scale_from_hidden_size (`bool`): The model multiplies embeddings by `sqrt(hidden_size)`. Pruning the
+            hidden size to H' would change that factor, so the embedding rows are multiplied by `sqrt(H/H')` and
+            the module's scale set to `sqrt(H')`; with tied embeddings the final norm's gain undoes the factor on
+            the LM head.
         embed_scale_attributes (`tuple[str, ...]`): Attributes of the embedding module holding that scale.
         per_layer_config_lists (`tuple[str, ...]`): Config lists with one entry per layer (sliced when dropping).
         layer_prefix_count_fields (`tuple[str, ...]`): Config ints meaning "the first N layers" (recounted).
+        layer_index_lists (`tuple[str, ...]`): Config lists of layer indices (remapped when dropping).
+        full_attention_type (`str`): The `layer_types` entry of a full-attention layer; depth pruning refuses to
+            drop all of them unless the layers are named explicitly.
+        heads_span_hidden (`bool`): The modeling code sizes attention as `hidden_size` wide (`o_proj` is
+            hidden x hidden, or `head_dim = hidden_size // heads`), so `num_attention_heads * head_dim` must stay
+            equal to `hidden_size`: heads and hidden size are pruned together or not at all.
+        auto_class (`str`): The transformers Auto class that loads the whole checkpoint.
         notes (`str`): Anything else worth knowing (kept in one place rather than in code branches).
     """
 
     model_types: tuple[str, ...]
+    groups: tuple[DimensionGroup, ...] = field(default_factory=decoder_groups)
     layers_path: str = "model.layers"
     embed_path: str = "model.embed_tokens"
     final_norm_path: str = "model.norm"
     lm_head_path: str = "lm_head"
-    attention: str = "self_attn"
-    q_proj: str = "q_proj"
-    k_proj: str = "k_proj"
-    v_proj: str = "v_proj"
-    o_proj: str = "o_proj"
-    mlp: str = "mlp"
-    gate_proj: str | None = "gate_proj"
-    up_proj: str = "up_proj"
-    down_proj: str = "down_proj"
-    layer_norms: tuple[str, ...] = ("input_layernorm", "post_attention_layernorm")
-    head_norms: tuple[str, ...] = ()
     norm_weight_offset: float = 0.0
     embed_scale_from_hidden_size: bool = False
     embed_scale_attributes: tuple[str, ...] = ()
     per_layer_config_lists: tuple[str, ...] = ("layer_types",)
     layer_prefix_count_fields: tuple[str, ...] = ()
+    layer_index_lists: tuple[str, ...] = ()
+    full_attention_type: str = "full_attention"
+    heads_span_hidden: bool = False
+    auto_class: str = "AutoModelForCausalLM"
     notes: str = ""
 
     # ------------------------------------------------------------------ accessors
@@ -75,44 +81,83 @@ class ArchitectureSpec:
     def lm_head(self, model: nn.Module) -> nn.Linear:
         return model.get_submodule(self.lm_head_path)
 
-    def attn(self, layer: nn.Module) -> nn.Module:
-        return layer.get_submodule(self.attention)
-
-    def mlp_module(self, layer: nn.Module) -> nn.Module:
-        return layer.get_submodule(self.mlp)
+    def group(self, name: str) -> DimensionGroup:
+        """The dimension group scored under `name`."""
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise ValueError(f"group={name!r} is invalid: allowed one of {[g.name for g in self.groups]}")
 
     @property
-    def mlp_inputs(self) -> tuple[str, ...]:
-        """MLP projections that read the hidden state and write neurons (gate first when gated)."""
-        return (self.gate_proj, self.up_proj) if self.gate_proj else (self.up_proj,)
+    def size_keys(self) -> tuple[str, ...]:
+        """Every config key a pruning target can set: each group's, then the depth."""
+        return (*(k for g in self.groups for k in g.config_keys), "num_hidden_layers")
 
-    def norm_modules(self, layer: nn.Module) -> list[nn.Module]:
-        return [layer.get_submodule(name) for name in self.layer_norms]
+    def shape(self, config) -> dict[str, int]:
+        """The prunable sizes of a (possibly composite) config, and `head_dim`: the one shape summary."""
+        text = text_config(config)
+        shape = {
+            key: int(getattr(text, key)) for key in self.size_keys if getattr(text, key, None) is not None
+        }
+        if "num_attention_heads" in shape:
+            shape.setdefault("num_key_value_heads", shape["num_attention_heads"])
+            shape["head_dim"] = int(
+                getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+            )
+        return shape
+
+    def check_sizes(self, config, sizes: dict[str, int]) -> None:
+        """`ValueError` naming the field when `sizes` break a constraint the modeling code assumes silently."""
+        if not self.heads_span_hidden:
+            return
+        head_dim = self.shape(config)["head_dim"]
+        hidden, heads = sizes["hidden_size"], sizes["num_attention_heads"]
+        if heads * head_dim != hidden:
+            raise ValueError(
+                f"num_attention_heads={heads} with hidden_size={hidden} is invalid for {self.model_types[0]}: its "
+                f"attention is hidden_size wide, so allowed num_attention_heads * head_dim ({head_dim}) == "
+                f"hidden_size (e.g. num_attention_heads={hidden // head_dim} for hidden_size={hidden // head_dim * head_dim})"
+            )
 
     def module_paths(self, num_layers: int) -> list[str]:
         """Every module path this spec relies on, for a model with `num_layers` layers."""
         paths = [self.layers_path, self.embed_path, self.final_norm_path, self.lm_head_path]
-        per_layer = [
-            self.attention,
-            *(f"{self.attention}.{p}" for p in (self.q_proj, self.k_proj, self.v_proj, self.o_proj)),
-            self.mlp,
-            *(f"{self.mlp}.{p}" for p in (*self.mlp_inputs, self.down_proj)),
-            *self.layer_norms,
-            *self.head_norms,
-        ]
-        paths += [f"{self.layers_path}.{i}.{p}" for i in range(num_layers) for p in per_layer]
-        return paths
+        for group in self.groups:
+            for s in group.slices:
+                if s.path.endswith(".bias"):
+                    continue
+                module = s.path.rsplit(".", 1)[0]
+                if group.scope == "layer":
+                    paths += [f"{self.layers_path}.{i}.{module}" for i in range(num_layers)]
+                else:
+                    paths += (
+                        [module.replace("*", str(i)) for i in range(num_layers)]
+                        if "*" in module
+                        else [module]
+                    )
+        return list(dict.fromkeys(paths))
 
-    def tp_plan(self) -> dict[str, str]:
-        """The tensor-parallel plan these names imply, in transformers' `base_model_tp_plan` notation."""
-        prefix = self.layers_path.split(".", 1)[1] if "." in self.layers_path else self.layers_path
-        plan = {
-            f"{prefix}.*.{self.attention}.{p}": "colwise" for p in (self.q_proj, self.k_proj, self.v_proj)
-        }
-        plan[f"{prefix}.*.{self.attention}.{self.o_proj}"] = "rowwise"
-        plan.update({f"{prefix}.*.{self.mlp}.{p}": "colwise" for p in self.mlp_inputs})
-        plan[f"{prefix}.*.{self.mlp}.{self.down_proj}"] = "rowwise"
-        return plan
+    def model_class(self):
+        """The transformers Auto class that builds and loads this family's checkpoints."""
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+
+def text_config(config):
+    """The text part of a config (a composite checkpoint's `text_config`, else the config itself)."""
+    return config.get_text_config() if hasattr(config, "get_text_config") else config
+
+
+def with_values(config, values: dict):
+    """A copy of a (possibly composite) config whose text part carries `values`."""
+    import copy
+
+    config = copy.deepcopy(config)
+    text = text_config(config)
+    for name, value in values.items():
+        setattr(text, name, value)
+    return config
 
 
 def register(spec: ArchitectureSpec) -> ArchitectureSpec:

@@ -1,4 +1,4 @@
-"""Activation-based importance (Minitron): forward hooks that score neurons, heads, channels and layers."""
+"""Activation-based importance (Minitron): forward hooks where each dimension group declares its observation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_minitron.architectures import ArchitectureSpec
-from hf_minitron.config import attention_shape
+from hf_minitron.architectures.dimensions import expand, rows_of
+from hf_minitron.architectures.spec import text_config
 from hf_minitron.importance.hooks import (
     HookSet,
     SampleStatistic,
@@ -21,44 +22,53 @@ from hf_minitron.importance.hooks import (
 
 class ActivationObserver:
     """
-    Hooks one calibration pass: MLP neurons (down-projection input), attention heads (per-head L2 norm of the
-    output-projection input), embedding channels (outputs of every hidden-size norm, summed over norms) and,
-    when `blocks`, Block Importance (1 - cosine of each layer's input and output) in the same pass.
+    Hooks one calibration pass. Each requested group is read where its spec says (MLP neurons: the
+    down-projection input; heads: per-head L2 norm of the output-projection input; channels: the outputs of every
+    hidden-size norm, summed), and with `"layers"` Block Importance (1 - cosine of each layer's input and output)
+    is measured in the same pass.
     """
 
-    def __init__(self, model: nn.Module, spec: ArchitectureSpec, axes: set[str], sequence_aggregation: str):
-        self.model, self.spec, self.axes = model, spec, axes
+    def __init__(self, model: nn.Module, spec: ArchitectureSpec, names: set[str], sequence_aggregation: str):
+        self.model, self.spec = model, spec
         self.sequence_aggregation = sequence_aggregation
         self.mask = TokenMask()
-        n_layers = len(spec.layers(model))
-        self.neurons = [SampleStatistic() for _ in range(n_layers)] if "neurons" in axes else []
-        self.heads = [SampleStatistic() for _ in range(n_layers)] if "heads" in axes else []
-        n_norms = n_layers * len(spec.layer_norms) + 1
-        self.channels = [SampleStatistic() for _ in range(n_norms)] if "channels" in axes else []
-        self.blocks = [TokenMean() for _ in range(n_layers)] if "layers" in axes else []
+        layers = spec.layers(model)
+        config = text_config(model.config)
+        # (module, statistic, entries per unit) to hook; statistics grouped per group and per layer (or model)
+        self._plan: list[tuple[nn.Module, SampleStatistic, int, str]] = []
+        self._stats: dict[str, list[list[SampleStatistic]]] = {}
+        for group in spec.groups:
+            if group.name not in names:
+                continue
+            rows, at = rows_of(group.observe.rows, config), group.observe.at
+            if group.scope == "layer":
+                roots = [(layer, list(group.observe.modules)) for layer in layers]
+            else:
+                paths = [q for p in group.observe.modules for q in expand(p, len(layers))]
+                roots = [(model, paths)]
+            self._stats[group.name] = []
+            for root, paths in roots:
+                stats = [SampleStatistic() for _ in paths]
+                self._stats[group.name].append(stats)
+                self._plan += [(root.get_submodule(p), s, rows, at) for p, s in zip(paths, stats)]
+        self.blocks = [TokenMean() for _ in range(len(layers))] if "layers" in names else []
         self._block_inputs: dict[int, torch.Tensor] = {}
 
     def statistics(self) -> list:
-        return [*self.neurons, *self.heads, *self.channels, *self.blocks]
+        return [s for _, s, _, _ in self._plan] + self.blocks
 
     # ------------------------------------------------------------------ hooks
-    def _observe(self, stat: SampleStatistic, x: torch.Tensor) -> None:
+    def _observe(self, stat: SampleStatistic, x: torch.Tensor, rows: int) -> None:
+        if rows > 1:  # a unit of several entries (a head): its L2 norm over them
+            x = torch.linalg.vector_norm(x.float().unflatten(-1, (-1, rows)), dim=-1)
         mask, count = self.mask.get(x.device)
         stat.add(per_sample(x, mask, count, self.sequence_aggregation))
 
-    def _neuron_hook(self, stat):
-        return lambda module, args: self._observe(stat, args[0])
+    def _input_hook(self, stat, rows):
+        return lambda module, args: self._observe(stat, args[0], rows)
 
-    def _head_hook(self, stat, head_dim):
-        def hook(module, args):
-            x = args[0]
-            per_head = torch.linalg.vector_norm(x.float().unflatten(-1, (-1, head_dim)), dim=-1)
-            self._observe(stat, per_head)
-
-        return hook
-
-    def _channel_hook(self, stat):
-        return lambda module, args, output: self._observe(stat, main_output(output))
+    def _output_hook(self, stat, rows):
+        return lambda module, args, output: self._observe(stat, main_output(output), rows)
 
     def _block_pre_hook(self, i):
         def hook(module, args, kwargs):
@@ -76,34 +86,23 @@ class ActivationObserver:
         return hook
 
     def register(self, hooks: HookSet) -> None:
-        spec, layers = self.spec, self.spec.layers(self.model)
-        head_dim = attention_shape(self.model.config)[2]
-        norms = []
-        for i, layer in enumerate(layers):
-            if self.neurons:
-                down = spec.mlp_module(layer).get_submodule(spec.down_proj)
-                hooks.pre(down, self._neuron_hook(self.neurons[i]))
-            if self.heads:
-                hooks.pre(
-                    spec.attn(layer).get_submodule(spec.o_proj), self._head_hook(self.heads[i], head_dim)
-                )
-            if self.blocks:
+        for module, stat, rows, at in self._plan:
+            if at == "input":
+                hooks.pre(module, self._input_hook(stat, rows))
+            else:
+                hooks.post(module, self._output_hook(stat, rows))
+        if self.blocks:
+            for i, layer in enumerate(self.spec.layers(self.model)):
                 hooks.pre(layer, self._block_pre_hook(i), with_kwargs=True)
                 hooks.post(layer, self._block_hook(i))
-            norms += spec.norm_modules(layer)
-        norms.append(spec.final_norm(self.model))
-        for stat, norm in zip(self.channels, norms):
-            hooks.post(norm, self._channel_hook(stat))
 
     # ------------------------------------------------------------------ results
     def results(self, batch_aggregation: str) -> dict[str, torch.Tensor]:
         out = {}
-        if self.neurons:
-            out["neurons"] = torch.stack([s.result(batch_aggregation) for s in self.neurons])
-        if self.heads:
-            out["heads"] = torch.stack([s.result(batch_aggregation) for s in self.heads])
-        if self.channels:
-            out["channels"] = torch.stack([s.result(batch_aggregation) for s in self.channels]).sum(0)
+        for name, per_root in self._stats.items():
+            summed = [torch.stack([s.result(batch_aggregation) for s in stats]).sum(0) for stats in per_root]
+            group = self.spec.group(name)
+            out[name] = torch.stack(summed) if group.scope == "layer" else summed[0]
         if self.blocks:
             out["layers"] = torch.tensor([b.result() for b in self.blocks], dtype=torch.float32)
         return out

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 from collections.abc import Iterable, Iterator
 
@@ -14,33 +13,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hf_minitron.architectures import get_spec
-from hf_minitron.config import PruningConfig, attention_shape
+from hf_minitron.config import PruningConfig
 from hf_minitron.importance.activation import ActivationObserver
 from hf_minitron.importance.hooks import HookSet, all_reduce_statistics, skip_layers
 from hf_minitron.importance.scores import ImportanceScores
 
-ALL_AXES = frozenset({"neurons", "heads", "channels", "layers"})
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 
 
 def requested_axes(model_config, config: PruningConfig | None) -> set[str]:
-    """The axes a config needs scores for: every axis with `config=None` or a parameter budget."""
-    if config is None or config.target_params is not None:
-        return set(ALL_AXES)
-    axes = set()
-    if config.intermediate_size is not None and config.intermediate_size < model_config.intermediate_size:
-        axes.add("neurons")
-    if config.resolve_heads(model_config) != attention_shape(model_config)[:2]:
-        axes.add("heads")
-    if config.hidden_size is not None and config.hidden_size < model_config.hidden_size:
-        axes.add("channels")
-    if (
-        config.layers_to_drop is None
-        and config.num_hidden_layers is not None
-        and config.num_hidden_layers < model_config.num_hidden_layers
-    ):
-        axes.add("layers")
-    return axes
+    """The dimension groups (and `"layers"`) a config needs scores for: all of them with `config=None`."""
+    return (config or PruningConfig(target_params=1)).pruned_dimensions(model_config)
 
 
 def estimate_importance(
@@ -63,8 +46,10 @@ def estimate_importance(
     if config is not None:
         config.validate_for(model.config)
     axes = requested_axes(model.config, config)
-    if criterion == "activation" or axes <= {"layers"}:  # depth alone needs no width criterion
-        return _activation_importance(model, batches, config)
+    if criterion == "activation" or (axes <= {"layers"} and batches is not None):
+        return _activation_importance(model, batches, config)  # depth alone needs no width criterion
+    if batches is None and criterion != "magnitude":
+        raise ValueError(f"batches=None is invalid for importance={criterion!r}: allowed calibration batches")
     batches = [] if batches is None else list(batches)  # reused by the depth metric below
     if criterion == "taylor":
         from hf_minitron.importance.taylor import estimate_taylor_importance
@@ -74,22 +59,20 @@ def estimate_importance(
         from hf_minitron.importance.magnitude import estimate_magnitude_importance
 
         scores = estimate_magnitude_importance(model, config or PruningConfig())
-    for axis in ALL_AXES - axes:  # only what the config asks for
-        setattr(scores, axis, None)
+    for axis in set(scores.tensors) - axes:  # only what the config asks for
+        scores[axis] = None
     if "layers" not in axes:
         scores.metadata.pop("depth_metric", None)
-    n_layers = model.config.num_hidden_layers
+    n_layers = get_spec(model).shape(model.config)["num_hidden_layers"]
     if "layers" in axes and batches and n_layers > 1:
         base = config or PruningConfig()
-        depth_only = dataclasses.replace(
-            base,
+        depth_only = PruningConfig(
+            **{
+                k: v
+                for k, v in base.to_dict().items()
+                if k in ("depth_metric", "batch_aggregation", "sequence_aggregation")
+            },
             importance="activation",
-            target_params=None,
-            hidden_size=None,
-            intermediate_size=None,
-            num_attention_heads=None,
-            num_key_value_heads=None,
-            layers_to_drop=None,
             num_hidden_layers=base.num_hidden_layers or n_layers - 1,
         )
         depth = _activation_importance(model, batches, depth_only)
@@ -136,18 +119,13 @@ def _activation_importance(model: nn.Module, batches, config: PruningConfig | No
 
 
 def _metadata(model: nn.Module, config: PruningConfig) -> dict:
-    c = model.config
     return {
         "importance": "activation",
         "batch_aggregation": config.batch_aggregation,
         "sequence_aggregation": config.sequence_aggregation,
         "depth_metric": config.depth_metric,
-        "model_type": c.model_type,
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": attention_shape(c)[1],
-        "num_hidden_layers": c.num_hidden_layers,
+        "model_type": model.config.model_type,
+        **get_spec(model).shape(model.config),
     }
 
 

@@ -4,45 +4,59 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
 from hf_minitron.io import atomic_file
 
-_TENSORS = ("neurons", "heads", "channels", "layers")
 
-
-@dataclass
 class ImportanceScores:
     """
-    Importance of every prunable component (higher = more important), float32 CPU tensors.
+    Importance of every prunable unit (higher = more important), float32 CPU tensors keyed by dimension group.
 
     Args:
-        neurons (`torch.Tensor`, *optional*): `[num_layers, intermediate_size]` MLP neuron scores per layer.
-        heads (`torch.Tensor`, *optional*): `[num_layers, num_attention_heads]` query-head scores per layer.
-        channels (`torch.Tensor`, *optional*): `[hidden_size]` embedding-channel scores, summed over layers.
-        layers (`torch.Tensor`, *optional*): `[num_layers]` layer scores.
-        metadata (`dict`): The settings that produced them (criterion, aggregations, depth metric, model type,
-            number of samples, shapes).
+        metadata (`dict`): The settings that produced them (criterion, aggregations, depth metric, shape, samples).
+        **tensors: One tensor per group name, `None` when not scored: `[num_layers, units]` for per-layer groups
+            (`neurons`: MLP neurons, `heads`: query heads), `[units]` for model-wide ones (`channels`), and
+            `layers`: `[num_layers]`. Read them as attributes (`scores.neurons`) or with `scores.get(name)`.
     """
 
-    neurons: torch.Tensor | None = None
-    heads: torch.Tensor | None = None
-    channels: torch.Tensor | None = None
-    layers: torch.Tensor | None = None
-    metadata: dict[str, str | int | float] = field(default_factory=dict)
+    def __init__(self, metadata: dict[str, Any] | None = None, **tensors: torch.Tensor | None):
+        self.metadata = dict(metadata or {})
+        self.tensors: dict[str, torch.Tensor] = {}
+        for name, value in tensors.items():
+            self[name] = value
 
-    def __post_init__(self):
-        for name in _TENSORS:
-            value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, value.detach().to(device="cpu", dtype=torch.float32))
+    def __setitem__(self, name: str, value: torch.Tensor | None) -> None:
+        if value is None:
+            self.tensors.pop(name, None)
+        else:
+            self.tensors[name] = value.detach().to(device="cpu", dtype=torch.float32)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in ("metadata", "tensors"):
+            object.__setattr__(self, name, value)
+        else:
+            self[name] = value
+
+    def __getattr__(self, name: str) -> torch.Tensor | None:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self.__dict__.get("tensors", {}).get(name)
+
+    def get(self, name: str) -> torch.Tensor | None:
+        """The scores of one group (`None` when not scored)."""
+        return self.tensors.get(name)
+
+    def __repr__(self) -> str:
+        shapes = {k: tuple(v.shape) for k, v in self.tensors.items()}
+        return f"ImportanceScores({shapes}, metadata={self.metadata})"
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the tensors to a safetensors file, with `metadata` (JSON-encoded values) in its header."""
-        tensors = {n: getattr(self, n).contiguous() for n in _TENSORS if getattr(self, n) is not None}
+        """Write the tensors to a safetensors file, keyed by group name, with `metadata` (JSON) in its header."""
+        tensors = {n: t.contiguous() for n, t in self.tensors.items()}
         if os.path.dirname(os.fspath(path)):
             os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
         with atomic_file(path) as tmp:
@@ -50,25 +64,25 @@ class ImportanceScores:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ImportanceScores:
-        """Read scores written by `save`."""
+        """Read scores written by `save` (0.1.0's files have the same keys and load unchanged)."""
         with safe_open(os.fspath(path), framework="pt") as f:
             metadata = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
-        tensors = load_file(os.fspath(path))
-        return cls(**{n: tensors.get(n) for n in _TENSORS}, metadata=metadata)
+        return cls(metadata=metadata, **load_file(os.fspath(path)))
 
     def check_compatible(self, model_config) -> None:
         """Raise `ValueError` when a score tensor's shape does not match the model with `model_config`."""
-        n_layers = model_config.num_hidden_layers
-        expected = {
-            "neurons": (n_layers, model_config.intermediate_size),
-            "heads": (n_layers, model_config.num_attention_heads),
-            "channels": (model_config.hidden_size,),
-            "layers": (n_layers,),
-        }
-        for name, shape in expected.items():
-            value = getattr(self, name)
-            if value is not None and tuple(value.shape) != shape:
+        from hf_minitron.architectures import get_spec
+
+        spec = get_spec(model_config)
+        shape = spec.shape(model_config)
+        n_layers = shape["num_hidden_layers"]
+        expected = {"layers": (n_layers,)}
+        for group in spec.groups:
+            units = shape[group.key]
+            expected[group.name] = (n_layers, units) if group.scope == "layer" else (units,)
+        for name, value in self.tensors.items():
+            if name in expected and tuple(value.shape) != expected[name]:
                 raise ValueError(
-                    f"scores.{name} has shape {tuple(value.shape)} but the model needs {shape}: "
+                    f"scores.{name} has shape {tuple(value.shape)} but the model needs {expected[name]}: "
                     "these scores were computed for another model shape"
                 )

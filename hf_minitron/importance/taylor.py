@@ -1,4 +1,4 @@
-"""First-order Taylor importance: |weight x gradient| of the LM loss, summed per neuron, head, channel, layer."""
+"""First-order Taylor importance: |weight x gradient| of the LM loss, summed onto each group's units and layers."""
 
 from __future__ import annotations
 
@@ -9,12 +9,31 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hf_minitron.architectures import get_spec
+from hf_minitron.architectures.dimensions import expand, index_counts, per_unit, to_units
+from hf_minitron.architectures.spec import text_config
 from hf_minitron.importance.hooks import all_reduce_sum
-from hf_minitron.importance.magnitude import layer_modules
 from hf_minitron.importance.scores import ImportanceScores
 
-# A reducer adds the elementwise |w * g| of one parameter to the score tensors it belongs to.
+# A reducer folds the elementwise |w * g| of one parameter (on its device) into the CPU scores.
 Reducer = Callable[[torch.Tensor], None]
+
+
+def along(v: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sum of `v` over every dim but `dim`."""
+    others = [d for d in range(v.dim()) if d != dim]
+    return v.sum(others) if others else v
+
+
+def resolve(root: nn.Module, path: str) -> nn.Parameter | None:
+    """The parameter at `path`, or None for a bias the model does not have."""
+    owner, name = path.rsplit(".", 1)
+    try:
+        value = getattr(root.get_submodule(owner), name, None)
+    except AttributeError:
+        value = None
+    if value is None and name != "bias":
+        raise ValueError(f"{path} is missing from {type(root).__name__}: the spec does not match the model")
+    return value
 
 
 class _TaylorAccumulator:
@@ -22,84 +41,51 @@ class _TaylorAccumulator:
 
     def __init__(self, model: nn.Module):
         self.spec = spec = get_spec(model)
-        mc = model.config
+        self.config = text_config(model.config)
+        self.shape = spec.shape(model.config)
         self.layers = spec.layers(model)
-        n_layers, hidden = len(self.layers), mc.hidden_size
-        self.n_q = mc.num_attention_heads
-        self.n_kv = getattr(mc, "num_key_value_heads", None) or self.n_q
-        self.neurons = torch.zeros(n_layers, mc.intermediate_size)
-        self.heads = torch.zeros(n_layers, self.n_q)
-        self.channels = torch.zeros(hidden)
+        n_layers = len(self.layers)
+        self.scores = {
+            g.name: torch.zeros((n_layers, self.shape[g.key]) if g.scope == "layer" else (self.shape[g.key],))
+            for g in spec.groups
+        }
         self.layer_scores = torch.zeros(n_layers)
-        self.params: list[nn.Parameter] = []
-        self.reducers: dict[int, Reducer] = {}  # keyed by id(param)
-
-        # Outside the layers: embedding and lm_head columns, final norm (a tied lm_head is the same Parameter).
-        for module in (spec.embed(model), spec.lm_head(model)):
-            self._add(module.weight, lambda v: self.channels.add_(v.sum(0)))
-        for p in spec.final_norm(model).parameters():
-            self._add(p, self.channels.add_)
+        self.params: dict[int, nn.Parameter] = {}
+        self.reducers: dict[int, list[Reducer]] = {}
+        seen: set[tuple] = set()  # (group, parameter, dim): a tied LM head is counted once
+        for group in spec.groups:
+            counts = index_counts(group, self.shape)
+            roots = list(enumerate(self.layers)) if group.scope == "layer" else [(None, model)]
+            for i, root in roots:
+                target = self.scores[group.name] if i is None else self.scores[group.name][i]
+                for s in group.slices:
+                    for path in expand(s.path, n_layers):
+                        param = resolve(root, path)
+                        if param is None or (group.name, id(param), s.dim) in seen:
+                            continue
+                        seen.add((group.name, id(param), s.dim))
+                        self._add(param, self._slice_reducer(group, s, counts, target))
         for i, layer in enumerate(self.layers):
-            self._add_layer(i, layer, hidden)
+            for param in layer.parameters():
+                self._add(param, lambda v, i=i: self.layer_scores[i].add_(v.sum().cpu()))
 
-    def _add(self, param: nn.Parameter, reducer: Reducer, layer: int | None = None) -> None:
-        if id(param) in self.reducers:  # tied weights: counted once
-            return
-        self.params.append(param)
-        if layer is None:
-            self.reducers[id(param)] = reducer
-        else:
+    def _slice_reducer(self, group, s, counts, target: torch.Tensor) -> Reducer:
+        def reduce(v):
+            for index, values in per_unit(along(v, s.dim), s.segments, counts, self.config).items():
+                target.add_(to_units(group, index, values, self.shape).cpu())
 
-            def with_layer(v, reducer=reducer, layer=layer):
-                reducer(v)
-                self.layer_scores[layer] += v.sum()
+        return reduce
 
-            self.reducers[id(param)] = with_layer
-
-    def _add_layer(self, i: int, layer: nn.Module, hidden: int) -> None:
-        m = layer_modules(self.spec, layer)
-        n_q, n_kv, heads, neurons, channels = (
-            self.n_q,
-            self.n_kv,
-            self.heads[i],
-            self.neurons[i],
-            self.channels,
-        )
-
-        def per_head(v, dim):  # rows (dim=0) or columns (dim=1) grouped by query head
-            return (v if dim == 0 else v.t()).reshape(n_q, -1).sum(1)
-
-        def per_group(v):  # k/v rows grouped by KV group, shared out over the group's query heads
-            return v.reshape(n_kv, -1).sum(1).repeat_interleave(n_q // n_kv) / (n_q // n_kv)
-
-        def add(module, weight_fn, bias_fn):
-            self._add(module.weight, weight_fn, i)
-            if getattr(module, "bias", None) is not None:
-                self._add(module.bias, bias_fn, i)
-
-        add(
-            m["q"],
-            lambda v: (heads.add_(per_head(v, 0)), channels.add_(v.sum(0))),
-            lambda v: heads.add_(per_head(v, 0)),
-        )
-        for proj in (m["k"], m["v"]):
-            add(
-                proj,
-                lambda v: (heads.add_(per_group(v)), channels.add_(v.sum(0))),
-                lambda v: heads.add_(per_group(v)),
-            )
-        add(m["o"], lambda v: (heads.add_(per_head(v, 1)), channels.add_(v.sum(1))), channels.add_)
-        for proj in m["mlp_inputs"]:
-            add(proj, lambda v: (neurons.add_(v.sum(1)), channels.add_(v.sum(0))), neurons.add_)
-        add(m["down"], lambda v: (neurons.add_(v.sum(0)), channels.add_(v.sum(1))), channels.add_)
-        # Everything else in the layer (norms, q/k norms): hidden-size vectors score channels; all score the layer.
-        for p in layer.parameters():
-            self._add(p, channels.add_ if p.dim() == 1 and p.numel() == hidden else (lambda v: None), i)
+    def _add(self, param: nn.Parameter, reducer: Reducer) -> None:
+        self.params[id(param)] = param
+        self.reducers.setdefault(id(param), []).append(reducer)
 
     def hook(self, param: nn.Parameter) -> None:
-        """Post-accumulate-grad hook: fold |w * g| into the scores, then free the gradient."""
+        """Post-accumulate-grad hook: fold |w * g| into the scores on the parameter's device, then free it."""
         if param.grad is not None:
-            self.reducers[id(param)]((param.detach().float() * param.grad.detach().float()).abs().cpu())
+            v = (param.detach().float() * param.grad.detach().float()).abs()
+            for reducer in self.reducers[id(param)]:
+                reducer(v)
             param.grad = None
 
 
@@ -114,14 +100,14 @@ def _labels(batch: dict) -> torch.Tensor:
 
 def estimate_taylor_importance(model: nn.Module, batches: Iterable[dict], config=None) -> ImportanceScores:
     """First-order Taylor importance (higher = more important): for every weight, |w x dL/dw| of the LM loss,
-    summed over the weights of each MLP neuron (its gate/up rows and down column), query head (its q rows and
-    o_proj columns, plus its share of the KV group's k/v rows), embedding channel (every column or row that reads
-    or writes the residual stream, the norms, embedding and lm_head) and layer (all its weights), and over the
-    calibration batches.
+    summed over the entries of each unit of every declared dimension group (an MLP neuron's gate/up rows and
+    down column; a query head's q rows and output columns plus its share of its KV group's k/v rows; an
+    embedding channel's every read and write, norms, embedding and lm_head) and of each layer (all its weights),
+    and over the calibration batches.
 
     One forward and backward per batch. Gradients are never kept for the whole model: a post-accumulate-grad
-    hook on every parameter folds its |w x g| into the per-unit scores and frees that gradient at once, so
-    the extra memory is one parameter's gradient at a time plus the activations of one batch. The model's
+    hook on every parameter reduces its |w x g| on its own device to per-unit vectors, moves only those, and
+    frees the gradient at once. Parameters outside the text model (a vision tower) get no gradient. The model's
     `requires_grad` flags, training mode and existing gradients are restored afterwards.
 
     Args:
@@ -131,18 +117,19 @@ def estimate_taylor_importance(model: nn.Module, batches: Iterable[dict], config
         config (`PruningConfig`, *optional*): Only recorded in the metadata.
     """
     acc = _TaylorAccumulator(model)
-    params = acc.params
-    flags = [p.requires_grad for p in params]
-    saved_grads = [p.grad for p in params]
+    every = list(model.parameters())
+    flags = [p.requires_grad for p in every]
+    saved_grads = [p.grad for p in every]
     was_training = model.training
     handles = []
     num_samples = num_tokens = 0
     device = model.get_input_embeddings().weight.device  # where a dispatched model takes its inputs
     try:
         model.eval()
-        for p in params:
-            p.requires_grad_(True)
+        for p in every:
+            p.requires_grad_(id(p) in acc.params)
             p.grad = None
+        for p in acc.params.values():
             handles.append(p.register_post_accumulate_grad_hook(acc.hook))
         for batch in tqdm(batches, desc="taylor importance", leave=False):
             inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask") if k in batch}
@@ -155,34 +142,24 @@ def estimate_taylor_importance(model: nn.Module, batches: Iterable[dict], config
     finally:
         for h in handles:
             h.remove()
-        for p, flag, grad in zip(params, flags, saved_grads):
+        for p, flag, grad in zip(every, flags, saved_grads):
             p.requires_grad_(flag)
             p.grad = grad
         model.train(was_training)
     # under torch.distributed every rank scores its own batches: sum, so all ranks get the same scores
-    acc.neurons, acc.heads, acc.channels, acc.layer_scores, counts = all_reduce_sum(
-        [acc.neurons, acc.heads, acc.channels, acc.layer_scores, torch.tensor([num_samples, num_tokens])]
+    names = list(acc.scores)
+    *summed, layer_scores, counts = all_reduce_sum(
+        [*acc.scores.values(), acc.layer_scores, torch.tensor([num_samples, num_tokens])]
     )
     num_samples, num_tokens = (int(c) for c in counts)
     if num_samples == 0:
         raise ValueError("batches is empty: Taylor importance needs at least one calibration batch")
-    mc = model.config
     metadata = {
         "importance": "taylor",
-        "model_type": mc.model_type,
+        "model_type": model.config.model_type,
         "num_samples": num_samples,
         "num_tokens": num_tokens,
         "depth_metric": "taylor",
-        "num_hidden_layers": len(acc.layers),
-        "hidden_size": mc.hidden_size,
-        "intermediate_size": mc.intermediate_size,
-        "num_attention_heads": acc.n_q,
-        "num_key_value_heads": acc.n_kv,
+        **acc.shape,
     }
-    return ImportanceScores(
-        neurons=acc.neurons,
-        heads=acc.heads,
-        channels=acc.channels,
-        layers=acc.layer_scores,
-        metadata=metadata,
-    )
+    return ImportanceScores(metadata=metadata, layers=layer_scores, **dict(zip(names, summed)))

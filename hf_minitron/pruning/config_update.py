@@ -5,78 +5,113 @@ from __future__ import annotations
 from torch import nn
 
 from hf_minitron.architectures import ArchitectureSpec
+from hf_minitron.architectures.spec import MODULE_SIZE_ATTRIBUTES, text_config, with_values
+
+_SEARCH_RADIUS = 4096  # how far `nearest_valid` looks on each side of a refused size
 
 
 def pruned_config_values(
-    config,
-    spec: ArchitectureSpec,
-    *,
-    hidden_size: int,
-    intermediate_size: int,
-    num_attention_heads: int,
-    num_key_value_heads: int,
-    head_dim: int,
-    kept_layers: list[int],
+    config, spec: ArchitectureSpec, sizes: dict[str, int], kept_layers: list[int]
 ) -> dict:
-    """The config entries that change: sizes (head_dim explicitly), per-layer lists sliced to the kept layers,
-    "first N layers" fields recounted."""
+    """The text-config entries that change: sizes (`head_dim` explicitly), per-layer lists sliced to the kept
+    layers, "first N layers" fields recounted, layer-index lists remapped."""
+    text = text_config(config)
+    n_layers = text.num_hidden_layers
     values = {}
     for name in spec.per_layer_config_lists:
-        current = getattr(config, name, None)
-        if isinstance(current, (list, tuple)) and len(current) == config.num_hidden_layers:
+        current = getattr(text, name, None)
+        if isinstance(current, (list, tuple)) and len(current) == n_layers:
             values[name] = [current[i] for i in kept_layers]
     for name in spec.layer_prefix_count_fields:
-        current = getattr(config, name, None)
+        current = getattr(text, name, None)
         if isinstance(current, int):
             values[name] = sum(1 for i in kept_layers if i < current)
-    values.update(
-        hidden_size=hidden_size,
-        intermediate_size=intermediate_size,
-        num_attention_heads=num_attention_heads,
-        num_key_value_heads=num_key_value_heads,
-        head_dim=head_dim,
-        num_hidden_layers=len(kept_layers),
-    )
+    for name in spec.layer_index_lists:
+        current = getattr(text, name, None)
+        if isinstance(current, (list, tuple)):
+            values[name] = [kept_layers.index(i) for i in current if i in kept_layers]
+    values.update(sizes)
+    head_dim = spec.shape(config).get("head_dim")
+    if head_dim is not None:
+        values["head_dim"] = head_dim
+    values["num_hidden_layers"] = len(kept_layers)
     return values
 
 
-def check_config_values(config, values: dict) -> None:
-    """Let transformers' own config class validate the pruned shape (some require hidden % heads == 0)."""
+def config_error(config, values: dict) -> Exception | None:
+    """What the model's own config class says of `values` in the text part of `config` (None: accepted)."""
     try:
-        type(config).from_dict({**config.to_dict(), **values})
+        config = with_values(config, values)
+        type(config).from_dict(config.to_dict())
     except Exception as error:  # strict-dataclass and plain validation errors alike
-        shape = ", ".join(f"{k}={values[k]}" for k in ("hidden_size", "num_attention_heads", "head_dim"))
-        raise ValueError(
-            f"{shape} is invalid: allowed shapes that {type(config).__name__} accepts; it says: {error}"
-        ) from error
+        return error
+    return None
 
 
-def update_model_config(model: nn.Module, spec: ArchitectureSpec, values: dict) -> None:
-    """Write `values` into `model.config` (the only place that does) and refresh sizes cached on modules, so
-    that `from_config(model.config)` builds exactly the pruned shape."""
+def nearest_valid(config, values: dict, key: str) -> tuple[int | None, int | None]:
+    """The closest values of `key` below and above `values[key]` that the config class accepts (others fixed)."""
+    current = getattr(text_config(config), key)
+    target = values[key]
+    below = next(
+        (
+            v
+            for v in range(target - 1, max(0, target - _SEARCH_RADIUS), -1)
+            if not config_error(config, {**values, key: v})
+        ),
+        None,
+    )
+    top = min(current, target + _SEARCH_RADIUS)
+    above = next(
+        (v for v in range(target + 1, top + 1) if not config_error(config, {**values, key: v})), None
+    )
+    return below, above
+
+
+def check_config_values(config, values: dict) -> None:
+    """Let transformers' own config class validate the pruned shape, and say which sizes it would accept."""
+    error = config_error(config, values)
+    if error is None:
+        return
+    text = text_config(config)
+    changed = [k for k, v in values.items() if isinstance(v, int) and getattr(text, k, None) not in (None, v)]
+    for key in changed:
+        if config_error(config, {**values, key: getattr(text, key)}) is None:  # this size alone is refused
+            below, above = nearest_valid(config, values, key)
+            options = " or ".join(str(v) for v in (below, above) if v is not None) or "none nearby"
+            raise ValueError(
+                f"{key}={values[key]} is invalid for {type(text).__name__} with "
+                + ", ".join(f"{k}={values[k]}" for k in changed if k != key)
+                + f": allowed nearest {options} (the config class says: {error})"
+            ) from error
+    shape = ", ".join(f"{k}={values[k]}" for k in changed)
+    raise ValueError(
+        f"{shape} is invalid: allowed shapes that {type(text).__name__} accepts; it says: {error}"
+    ) from error
+
+
+def update_model_config(model: nn.Module, spec: ArchitectureSpec, old: dict, values: dict) -> None:
+    """Write `values` into the model's (text) config, the only place that does, and refresh sizes cached on
+    modules, so that `from_config(model.config)` builds exactly the pruned shape."""
+    text = text_config(model.config)
     for name, value in values.items():
-        setattr(model.config, name, value)
-    n_q, n_kv = values["num_attention_heads"], values["num_key_value_heads"]
-    sizes = {
-        "hidden_size": values["hidden_size"],
-        "intermediate_size": values["intermediate_size"],
-        "num_heads": n_q,
-        "num_attention_heads": n_q,
-        "num_key_value_heads": n_kv,
-        "num_key_value_groups": n_q // n_kv,
-    }
-    for layer in spec.layers(model):
-        for module in (layer, spec.attn(layer), spec.mlp_module(layer)):
-            for name, value in sizes.items():
-                current = getattr(module, name, None)
-                if isinstance(current, int) and not isinstance(current, bool):
-                    setattr(module, name, value)
+        setattr(text, name, value)
+    renamed = {attr: (old[key], values[key]) for attr, key in MODULE_SIZE_ATTRIBUTES.items() if key in old}
+    if "num_key_value_heads" in old:
+        renamed["num_key_value_groups"] = (
+            old["num_attention_heads"] // old["num_key_value_heads"],
+            values["num_attention_heads"] // values["num_key_value_heads"],
+        )
+    for module in spec.layers(model).modules():
+        for attr, (before, after) in renamed.items():
+            current = getattr(module, attr, None)
+            if isinstance(current, int) and not isinstance(current, bool) and current == before:
+                setattr(module, attr, after)
 
 
 def provenance(
     previous: dict | None,
     *,
-    source_config_sizes: dict[str, int],
+    source: dict[str, int],
     kept_layers: list[int],
     kept_hidden_channels: list[int] | None,
 ) -> dict:
@@ -89,11 +124,13 @@ def provenance(
             kept_hidden_channels = [earlier[i] for i in channels]
         return {**previous, "kept_layers": kept_layers, "kept_hidden_channels": kept_hidden_channels}
     return {
-        "source_num_hidden_layers": source_config_sizes["num_hidden_layers"],
+        "source_num_hidden_layers": source["num_hidden_layers"],
         "kept_layers": kept_layers,
-        "source_hidden_size": source_config_sizes["hidden_size"],
+        "source_hidden_size": source.get("hidden_size"),
         "kept_hidden_channels": kept_hidden_channels,
-        "source_intermediate_size": source_config_sizes["intermediate_size"],
-        "source_num_attention_heads": source_config_sizes["num_attention_heads"],
-        "source_num_key_value_heads": source_config_sizes["num_key_value_heads"],
+        **{
+            f"source_{k}": v
+            for k, v in source.items()
+            if k not in ("num_hidden_layers", "hidden_size", "head_dim")
+        },
     }

@@ -37,3 +37,18 @@ def drop_layers(layers: nn.ModuleList, kept: list[int]) -> None:
         for module in layer.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
                 module.layer_idx = j
+
+
+def check_kept_layer_types(spec, config, kept: list[int], explicit: bool) -> None:
+    """Refuse a depth cut chosen by scores that would leave a sliding/full model without full attention."""
+    from hf_minitron.architectures.spec import text_config
+
+    types = getattr(text_config(config), "layer_types", None)
+    if explicit or not isinstance(types, (list, tuple)):
+        return
+    full = [i for i, t in enumerate(types) if t == spec.full_attention_type]
+    if full and len(full) < len(types) and not any(i in full for i in kept):
+        raise ValueError(
+            f"num_hidden_layers={len(kept)} is invalid with these scores: they drop every full-attention layer "
+            f"({full}); allowed a depth that keeps one, or name the layers explicitly with layers_to_drop"
+        )

@@ -9,147 +9,123 @@ import torch
 from torch import nn
 
 from hf_minitron.architectures import get_spec
-from hf_minitron.config import PruningConfig, attention_shape
-from hf_minitron.importance.estimate import requested_axes
+from hf_minitron.architectures.dimensions import select
+from hf_minitron.architectures.spec import text_config
+from hf_minitron.config import PruningConfig
 from hf_minitron.importance.scores import ImportanceScores
+from hf_minitron.pruning.budget import resolve_target_params
 from hf_minitron.pruning.config_update import (
     check_config_values,
     provenance,
     pruned_config_values,
     update_model_config,
 )
-from hf_minitron.pruning.depth import drop_layers, layers_to_keep
-from hf_minitron.pruning.slicing import top_sorted
-from hf_minitron.pruning.width import prune_channels, prune_heads, prune_neurons
+from hf_minitron.pruning.depth import check_kept_layer_types, drop_layers, layers_to_keep
+from hf_minitron.pruning.surgery import (
+    Surgeon,
+    carry_over,
+    cut_group,
+    refresh_module_shapes,
+    rescale_embedding,
+)
 
 logger = logging.getLogger(__name__)
 
-_AXIS_FIELD = {
-    "neurons": "intermediate_size",
-    "heads": "num_attention_heads/num_key_value_heads",
-    "channels": "hidden_size",
-    "layers": "num_hidden_layers",
-}
-
 
 def _check_scores(model_config, config: PruningConfig, scores: ImportanceScores | None) -> set[str]:
+    spec = get_spec(model_config)
     # after resolve_target_params the explicit sizes decide what is pruned
-    axes = requested_axes(model_config, dataclasses.replace(config, target_params=None))
-    if not axes:
-        return axes
+    names = dataclasses.replace(config, target_params=None).pruned_dimensions(model_config)
+    if not names:
+        return names
     if scores is None:
         raise ValueError(
-            f"scores=None is invalid: allowed ImportanceScores for {sorted(axes)} (estimate_importance)"
+            f"scores=None is invalid: allowed ImportanceScores for {sorted(names)} (estimate_importance)"
         )
     scores.check_compatible(model_config)
-    for axis in axes:
-        if getattr(scores, axis) is None:
+    keys = {g.name: "/".join(g.config_keys) for g in spec.groups} | {"layers": "num_hidden_layers"}
+    for name in sorted(names):
+        if scores.get(name) is None:
             raise ValueError(
-                f"scores.{axis}=None is invalid: {_AXIS_FIELD[axis]} is pruned, so allowed scores with {axis} "
+                f"scores.{name}=None is invalid: {keys[name]} is pruned, so allowed scores with {name} "
                 "(estimate them with this PruningConfig)"
             )
-    if "layers" in axes and scores.metadata.get("depth_metric") == "contiguous":
-        block = model_config.num_hidden_layers - config.num_hidden_layers
+    if "layers" in names and scores.metadata.get("depth_metric") == "contiguous":
+        n_layers = text_config(model_config).num_hidden_layers
+        block = n_layers - config.num_hidden_layers
         if scores.metadata.get("contiguous_block") != block:
             raise ValueError(
                 f"num_hidden_layers={config.num_hidden_layers} is invalid for these scores: allowed "
-                f"{model_config.num_hidden_layers - scores.metadata.get('contiguous_block', 0)} (the contiguous "
+                f"{n_layers - scores.metadata.get('contiguous_block', 0)} (the contiguous "
                 "block length they were computed for); recompute the scores for this target"
             )
-    return axes
+    return names
 
 
 def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScores | None = None) -> nn.Module:
     """
-    Prune a causal LM in place, Minitron style: the same new width in every layer, MLP neurons ranked per layer,
-    embedding channels ranked once for the whole model, GQA-uniform head pruning, layers dropped and renumbered.
+    Prune a causal LM in place, Minitron style: the same new width in every layer, each declared dimension group
+    ranked per layer (MLP neurons, GQA-uniform heads) or once for the model (embedding channels), layers dropped
+    and renumbered. A composite checkpoint (a vision-language model) is pruned in its text part.
 
     Args:
         model (`PreTrainedModel`): A model of a supported architecture.
         config (`PruningConfig`): The targets (`None` fields keep their size).
-        scores (`ImportanceScores`, *optional*): From `estimate_importance`; needed for every pruned axis except
-            explicit `layers_to_drop`.
+        scores (`ImportanceScores`, *optional*): From `estimate_importance`; needed for every pruned dimension
+            except explicit `layers_to_drop`.
 
     Returns:
         The same model object, pruned, with `model.config` updated and the provenance in `model.config.minitron`.
         Everything is validated before the first tensor changes: a `ValueError` leaves the model untouched.
     """
     spec = get_spec(model)
-    target = config.target_params
-    if target is not None:
-        from hf_minitron.search import resolve_target_params
-
+    if config.target_params is not None:
+        target = config.target_params
         config = resolve_target_params(model.config, config)
-        logger.info(
-            "target_params=%d resolved to hidden_size=%s, intermediate_size=%s (search_architectures ranks "
-            "alternatives after a short retraining)",
-            target,
-            config.hidden_size,
-            config.intermediate_size,
-        )
+        logger.info("target_params=%d resolved to %s", target, config.target_sizes(model.config))
     mc = model.config
     config.validate_for(mc)
-    axes = _check_scores(mc, config, scores)
+    names = _check_scores(mc, config, scores)
 
-    source = {
-        "hidden_size": mc.hidden_size,
-        "intermediate_size": mc.intermediate_size,
-        "num_attention_heads": mc.num_attention_heads,
-        "num_key_value_heads": attention_shape(mc)[1],
-        "num_hidden_layers": mc.num_hidden_layers,
-    }
-    head_dim = attention_shape(mc)[2]
-    new_q, new_kv = config.resolve_heads(mc)
-    new_hidden = config.hidden_size or source["hidden_size"]
-    new_inter = config.intermediate_size or source["intermediate_size"]
-    n_keep = config.num_hidden_layers or source["num_hidden_layers"]
+    old = spec.shape(mc)
+    sizes = config.target_sizes(mc)
+    n_layers = old["num_hidden_layers"]
     kept_layers = layers_to_keep(
-        source["num_hidden_layers"],
-        n_keep,
-        scores.layers if "layers" in axes else None,
+        n_layers,
+        config.num_hidden_layers or n_layers,
+        scores.layers if "layers" in names else None,
         contiguous=scores is not None and scores.metadata.get("depth_metric") == "contiguous",
         layers_to_drop=config.layers_to_drop,
     )
-    values = pruned_config_values(
-        mc,
-        spec,
-        hidden_size=new_hidden,
-        intermediate_size=new_inter,
-        num_attention_heads=new_q,
-        num_key_value_heads=new_kv,
-        head_dim=head_dim,
-        kept_layers=kept_layers,
-    )
+    check_kept_layer_types(spec, mc, kept_layers, explicit=config.layers_to_drop is not None)
+    spec.check_sizes(mc, sizes)
+    values = pruned_config_values(mc, spec, sizes, kept_layers)
     check_config_values(mc, values)
     tied = spec.lm_head(model).weight is spec.embed(model).weight
+    surgeon = Surgeon(model, text_config(mc), spec.norm_weight_offset)
 
+    kept_channels = None
     with torch.no_grad():
         drop_layers(spec.layers(model), kept_layers)
-        for layer, src in zip(spec.layers(model), kept_layers):
-            if "neurons" in axes:
-                prune_neurons(spec, layer, scores.neurons[src], new_inter)
-            if "heads" in axes:
-                prune_heads(
-                    spec,
-                    layer,
-                    scores.heads[src],
-                    source["num_key_value_heads"],
-                    new_q,
-                    new_kv,
-                    head_dim,
-                    config.head_carry_over,
-                )
-        kept_channels = None
-        if "channels" in axes:
-            keep = top_sorted(scores.channels, new_hidden)
-            prune_channels(spec, model, keep, tied)
-            kept_channels = keep.tolist()
+        for group in spec.groups:
+            if group.name not in names:
+                continue
+            if group.scope == "layer":
+                for layer, src in zip(spec.layers(model), kept_layers):
+                    if group.selection == "gqa" and config.head_carry_over:
+                        carry_over(layer, group, scores.get(group.name)[src], old, sizes, text_config(mc))
+                    kept = select(group, scores.get(group.name)[src], old, sizes)
+                    cut_group(surgeon, layer, group, kept, old, len(kept_layers))
+            else:
+                kept = select(group, scores.get(group.name), old, sizes)
+                cut_group(surgeon, model, group, kept, old, len(kept_layers))
+                if group.key == "hidden_size":
+                    kept_channels = kept["unit"].tolist()
+                    rescale_embedding(spec, model, old["hidden_size"], sizes["hidden_size"], tied)
+        refresh_module_shapes(model)
 
-    update_model_config(model, spec, values)
+    update_model_config(model, spec, old, values)
     model.config.minitron = provenance(
-        getattr(mc, "minitron", None),
-        source_config_sizes=source,
-        kept_layers=kept_layers,
-        kept_hidden_channels=kept_channels,
+        getattr(mc, "minitron", None), source=old, kept_layers=kept_layers, kept_hidden_channels=kept_channels
     )
     return model

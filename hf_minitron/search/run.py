@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from hf_minitron.search.cost import SHAPE_KEYS, count_parameters, shape_of
+from hf_minitron.counting import count_parameters, shape_of
 from hf_minitron.search.space import FAMILIES, Candidate, effective_multiple, enumerate_candidates
 
 logger = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ def search_architectures(
 
 
 def _stage_shapes(
-    source: dict[str, int], final: dict[str, int], stages: int, width_multiple: int
+    spec, source: dict[str, int], final: dict[str, int], stages: int, width_multiple: int
 ) -> list[dict]:
     """Per-dimension geometric steps from `source` to `final`; widths rounded to their multiple, heads to
     whole query heads per KV group; the last stage is exactly `final`."""
@@ -303,14 +303,19 @@ def _stage_shapes(
             continue
         frac = k / stages
         shape = {}
-        for key in SHAPE_KEYS:
-            value = source[key] * (final[key] / source[key]) ** frac
-            if key in ("hidden_size", "intermediate_size"):
-                step = effective_multiple(source[key], width_multiple)
-                value = step * round(value / step)
-            shape[key] = int(min(source[key], max(final[key], round(value))))
-        per_group = max(1, round(shape["num_attention_heads"] / shape["num_key_value_heads"]))
-        shape["num_attention_heads"] = shape["num_key_value_heads"] * per_group
+        for group in spec.groups:
+            for key in group.config_keys:
+                value = source[key] * (final[key] / source[key]) ** frac
+                if group.search_step == "width":
+                    step = effective_multiple(source[key], width_multiple)
+                    value = step * round(value / step)
+                shape[key] = int(min(source[key], max(final[key], round(value))))
+            if group.search_step == "gqa":  # whole query heads per KV group
+                q_key, kv_key = group.config_keys
+                shape[q_key] = shape[kv_key] * max(1, round(shape[q_key] / shape[kv_key]))
+        key = "num_hidden_layers"
+        value = source[key] * (final[key] / source[key]) ** frac
+        shape[key] = int(min(source[key], max(final[key], round(value))))
         shapes.append(shape)
     return shapes
 
@@ -338,22 +343,19 @@ def prune_iteratively(
     Returns `(student, history)`: the final distilled student and one dict per stage (shape, parameters,
     eval loss after pruning and after distillation when `eval_dataset` is given).
     """
+    from hf_minitron.architectures import get_spec
     from hf_minitron.importance import estimate_importance
     from hf_minitron.pruning import prune_model
-    from hf_minitron.search.space import resolve_target_params
+    from hf_minitron.pruning.budget import resolve_target_params
 
     if stages < 1:
         raise ValueError(f"stages={stages} is invalid: allowed 1 or more")
     calibration_batches = list(calibration_batches)
     config = resolve_target_params(model.config, config)
     source = shape_of(model.config)
-    n_q, n_kv = config.resolve_heads(model.config)
-    final = {
-        **source,
-        **{k: getattr(config, k) for k in SHAPE_KEYS if getattr(config, k) is not None},
-        "num_attention_heads": n_q,
-        "num_key_value_heads": n_kv,
-    }
+    final = {**source, **config.target_sizes(model.config)}
+    if config.num_hidden_layers is not None:
+        final["num_hidden_layers"] = config.num_hidden_layers
     if config.layers_to_drop:
         if stages > 1:
             raise ValueError(
@@ -363,7 +365,7 @@ def prune_iteratively(
     student = _fresh_copy(model)
     history = []
     output_root = args.output_dir if args is not None else "iterative-output"
-    for stage, shape in enumerate(_stage_shapes(source, final, stages, config.width_multiple), 1):
+    for stage, shape in enumerate(_stage_shapes(get_spec(model), source, final, stages, config.width_multiple), 1):
         stage_config = dataclasses.replace(config, **shape, layers_to_drop=None, target_params=None)
         scores = estimate_importance(student, calibration_batches, stage_config)
         student = prune_model(student, stage_config, scores)

@@ -2,93 +2,97 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from hf_minitron.search.cost import (
-    SHAPE_KEYS,
+from hf_minitron.architectures import get_spec
+from hf_minitron.counting import (
     cost_model,
     count_parameters,
     flops_per_token,
     kv_cache_bytes_per_token,
     shape_of,
 )
+from hf_minitron.pruning.budget import accepted, check_budget, effective_multiple, resolve_target_params
 
 logger = logging.getLogger(__name__)
 
 FAMILIES = ("width", "depth", "mixed")
+__all__ = ["FAMILIES", "Candidate", "effective_multiple", "enumerate_candidates", "resolve_target_params"]
+
+
+def _abbreviation(key: str) -> str:
+    """A short name part for a config key: initials of its words (`intermediate_size` -> `is`)."""
+    return "".join(word[0] for word in key.split("_"))
 
 
 @dataclass(frozen=True)
 class Candidate:
     """
-    One pruned shape and what it costs.
+    One pruned shape and what it costs. Its sizes read as attributes named like the config keys
+    (`candidate.hidden_size`).
 
     Args:
-        hidden_size, intermediate_size, num_attention_heads, num_key_value_heads, num_hidden_layers (`int`):
-            The shape, named like the transformers config keys.
+        sizes (`dict[str, int]`): The shape, keyed like the transformers config (every declared group's keys and
+            `num_hidden_layers`).
         params (`int`): Exact parameter count of that shape (embeddings and `lm_head` included, tied once).
         family (`str`): `"width"` (all layers kept), `"depth"` (only layers dropped) or `"mixed"`.
         flops_per_token (`int`): Forward FLOPs per token at the search's `seq_len`.
         kv_cache_bytes_per_token (`float`): KV-cache bytes per token at the search's `seq_len` (16-bit cache).
     """
 
-    hidden_size: int
-    intermediate_size: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    num_hidden_layers: int
+    sizes: dict[str, int] = field(hash=False)
     params: int
     family: str
     flops_per_token: int
     kv_cache_bytes_per_token: float
 
+    def __getattr__(self, name: str):
+        sizes = self.__dict__.get("sizes", {})
+        if name in sizes:
+            return sizes[name]
+        raise AttributeError(name)
+
     @property
     def shape(self) -> dict[str, int]:
-        return {key: getattr(self, key) for key in SHAPE_KEYS}
+        return dict(self.sizes)
 
     @property
     def name(self) -> str:
-        return (
-            f"h{self.hidden_size}-mlp{self.intermediate_size}-q{self.num_attention_heads}"
-            f"-kv{self.num_key_value_heads}-L{self.num_hidden_layers}"
-        )
+        return "-".join(f"{_abbreviation(k)}{v}" for k, v in self.sizes.items())
 
     def to_pruning_config(self, base=None):
         """A `PruningConfig` with this shape; other settings (importance, aggregation, ...) copied from `base`."""
         from hf_minitron.config import PruningConfig
 
         settings = base.to_dict() if base is not None else {}
-        settings.update(self.shape, target_params=None, layers_to_drop=None)
+        settings.update(self.sizes, target_params=None, layers_to_drop=None)
         return PruningConfig(**settings)
 
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "name": self.name}
+        return {
+            **self.sizes,
+            "params": self.params,
+            "family": self.family,
+            "flops_per_token": self.flops_per_token,
+            "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token,
+            "name": self.name,
+        }
 
     @classmethod
     def from_shape(cls, model_config, shape: dict[str, int | None], seq_len: int = 4096) -> Candidate:
         """The candidate for `shape` (None or missing = keep) of the model with `model_config`, costs exact."""
         base = shape_of(model_config)
-        full = {key: int(shape.get(key) or base[key]) for key in SHAPE_KEYS}
+        full = {key: int(shape.get(key) or base[key]) for key in base}
         return cls(
-            **full,
+            sizes=full,
             params=count_parameters(model_config, full),
             family=_family(full, base),
             flops_per_token=flops_per_token(model_config, seq_len, full),
             kv_cache_bytes_per_token=kv_cache_bytes_per_token(model_config, seq_len, shape=full),
         )
-
-
-def effective_multiple(size: int, multiple: int) -> int:
-    """The step for a width of `size`: `multiple`, or for small models the largest power of two that still
-    leaves at least 8 steps (64 for a hidden size of 4096; 8 for a tiny model's 64)."""
-    step = max(1, int(multiple))
-    while step > 1 and size < 8 * step:
-        step //= 2
-    return step
 
 
 def _width_values(size: int, multiple: int) -> np.ndarray:
@@ -97,7 +101,7 @@ def _width_values(size: int, multiple: int) -> np.ndarray:
     return values if values.size and values[-1] == size else np.append(values, size)
 
 
-def _head_options(n_q: int, n_kv: int, prune_kv: bool) -> list[tuple[int, int]]:
+def _gqa_options(n_q: int, n_kv: int, prune_kv: bool) -> list[tuple[int, int]]:
     """(query heads, KV heads) pairs in whole GQA groups: fewer query heads per group, and (MHA models, or
     when asked) fewer KV groups with their query heads."""
     per_group = n_q // n_kv
@@ -105,102 +109,44 @@ def _head_options(n_q: int, n_kv: int, prune_kv: bool) -> list[tuple[int, int]]:
     return [(kv * g, kv) for kv in kv_values for g in range(1, per_group + 1)]
 
 
-def _check_budget(name: str, target, smallest, largest, unit: str = "") -> None:
-    if target is None:
-        return
-    if target < smallest:
-        raise ValueError(
-            f"{name}={target:,}{unit} is below the smallest shape this model can be pruned to "
-            f"({smallest:,.0f}{unit}: the smallest widths and depth allowed, embeddings and lm_head kept); "
-            f"allowed {smallest:,.0f}..{largest:,.0f}{unit}"
-        )
-    if target > largest:
-        raise ValueError(
-            f"{name}={target:,}{unit} is larger than the model itself ({largest:,.0f}{unit}); "
-            f"allowed {smallest:,.0f}..{largest:,.0f}{unit}"
-        )
+def _axis_options(group, base: dict, width_multiple: int, prune_kv: bool) -> np.ndarray:
+    """Every value tuple of a group's config keys the search may pick, as rows."""
+    if group.search_step == "gqa":
+        return np.array(_gqa_options(*(base[k] for k in group.config_keys), prune_kv))
+    columns = [_width_values(base[k], width_multiple) for k in group.config_keys]
+    return np.array(np.meshgrid(*columns, indexing="ij")).reshape(len(columns), -1).T
 
 
 def _family(shape: dict[str, int], base: dict[str, int]) -> str:
-    narrower = any(shape[k] < base[k] for k in SHAPE_KEYS[:4])
+    narrower = any(shape[k] < base[k] for k in base if k != "num_hidden_layers")
     shallower = shape["num_hidden_layers"] < base["num_hidden_layers"]
     return "mixed" if narrower and shallower else ("depth" if shallower else "width")
 
 
-def resolve_target_params(model_config, pruning_config, tolerance: float = 0.05):
-    """Minitron's practical shape for `pruning_config.target_params`: hidden and MLP sizes shrunk by a common
-    factor (in multiples of `width_multiple`), heads and layers kept (or as the config sets them).
-
-    Returns a copy of `pruning_config` with explicit `hidden_size` and `intermediate_size` and
-    `target_params=None`. Sizes the config already sets are kept. Raises `ValueError` when no shape can meet
-    the budget; logs a warning when the closest shape is outside `tolerance`.
-    """
-    target = pruning_config.target_params
-    if target is None:
-        return pruning_config
-    base = shape_of(model_config)
-    n_q, n_kv = pruning_config.resolve_heads(model_config)
-    fixed = {
-        "num_attention_heads": n_q,
-        "num_key_value_heads": n_kv,
-        "num_hidden_layers": pruning_config.num_hidden_layers
-        or base["num_hidden_layers"] - len(pruning_config.layers_to_drop or []),
-    }
-    model = cost_model(model_config)
-    # One common factor f for hidden and MLP, each rounded to its own multiple; scanning f finely also yields
-    # the pairs where one size has rounded up and the other down, so the budget is met as closely as possible.
-    factors = np.linspace(0.0, 1.0, 4001)[1:]
-    sizes = []
-    for key in ("hidden_size", "intermediate_size"):
-        step = effective_multiple(base[key], pruning_config.width_multiple)
-        if getattr(pruning_config, key):
-            sizes.append(np.full(factors.shape, getattr(pruning_config, key)))
-        else:
-            sizes.append(np.clip(np.round(base[key] * factors / step) * step, step, base[key]))
-    hidden, mlp = np.unique(np.stack(sizes, axis=1), axis=0).T
-    counts = model.params(
-        hidden, mlp, fixed["num_attention_heads"], fixed["num_key_value_heads"], fixed["num_hidden_layers"]
-    )
-    largest = count_parameters(model_config)
-    _check_budget("target_params", target, float(np.min(counts)), largest)
-    best = int(np.argmin(np.abs(counts - target)))
-    shape = {"hidden_size": int(hidden[best]), "intermediate_size": int(mlp[best]), **fixed}
-    exact = count_parameters(model_config, shape)
-    if abs(exact - target) > tolerance * target:
-        logger.warning(
-            "target_params=%s: the closest common-factor shape has %s parameters (%.1f%% off); "
-            "set num_hidden_layers or heads too, or use search_architectures to explore other shapes",
-            f"{target:,}",
-            f"{exact:,}",
-            100 * (exact - target) / target,
-        )
-    logger.debug(
-        "target_params=%s resolved to hidden_size=%d, intermediate_size=%d (%s parameters); "
-        "hf_minitron.search_architectures ranks the alternatives (depth, heads, mixed) after short retraining",
-        f"{target:,}",
-        shape["hidden_size"],
-        shape["intermediate_size"],
-        f"{exact:,}",
-    )
-    return dataclasses.replace(
-        pruning_config,
-        hidden_size=shape["hidden_size"],
-        intermediate_size=shape["intermediate_size"],
-        target_params=None,
-    )
-
-
-def _farthest_points(points: np.ndarray, k: int, first: int, rng: np.random.Generator) -> list[int]:
-    """Greedy farthest-point sampling (ties broken by `rng`): `k` indices that cover `points`."""
-    chosen = [first]
-    distance = np.linalg.norm(points - points[first], axis=1)
+def _farthest_points(points: np.ndarray, k: int, first: int, rng: np.random.Generator, valid) -> list[int]:
+    """Greedy farthest-point sampling (ties broken by `rng`): up to `k` indices that cover `points`, skipping
+    those for which `valid(i)` is false (starting from `first`, or the closest valid point after it)."""
     jitter = rng.random(len(points)) * 1e-9
+    excluded = np.zeros(len(points), dtype=bool)
+    chosen: list[int] = []
+    distance = None
+    candidate = first
     while len(chosen) < min(k, len(points)):
-        nxt = int(np.argmax(distance + jitter))
-        if distance[nxt] <= 0:
+        if candidate is None:
             break
-        chosen.append(nxt)
-        distance = np.minimum(distance, np.linalg.norm(points - points[nxt], axis=1))
+        if not valid(candidate):
+            excluded[candidate] = True
+        else:
+            chosen.append(candidate)
+            d = np.linalg.norm(points - points[candidate], axis=1)
+            distance = d if distance is None else np.minimum(distance, d)
+        if distance is None:  # no valid start yet: the next point in order
+            rest = np.flatnonzero(~excluded)
+            candidate = int(rest[0]) if rest.size else None
+            continue
+        score = np.where(excluded, -np.inf, distance + jitter)
+        nxt = int(np.argmax(score))
+        candidate = nxt if np.isfinite(score[nxt]) and distance[nxt] > 0 else None
     return chosen
 
 
@@ -253,40 +199,46 @@ def enumerate_candidates(
     if prune_kv_heads is None:
         prune_kv_heads = target_kv_cache_bytes_per_token is not None
     model = cost_model(model_config)
+    spec = get_spec(model_config)
+    keys = list(base)
 
-    hidden = _width_values(base["hidden_size"], width_multiple)
-    mlp = _width_values(base["intermediate_size"], width_multiple)
-    heads = np.array(_head_options(base["num_attention_heads"], base["num_key_value_heads"], prune_kv_heads))
-    layers = np.arange(1, base["num_hidden_layers"] + 1)
-    hid_g, mlp_g, head_g, lay_g = np.meshgrid(hidden, mlp, np.arange(len(heads)), layers, indexing="ij")
-    hid_g, mlp_g, head_g, lay_g = hid_g.ravel(), mlp_g.ravel(), head_g.ravel(), lay_g.ravel()
-    q_g, kv_g = heads[head_g, 0], heads[head_g, 1]
+    # the grid: every combination of each group's options and every depth, one row per shape
+    options = [_axis_options(g, base, width_multiple, prune_kv_heads) for g in spec.groups]
+    options.append(np.arange(1, base["num_hidden_layers"] + 1)[:, None])
+    index_grid = np.meshgrid(*(np.arange(len(o)) for o in options), indexing="ij")
+    columns = np.concatenate([o[g.ravel()] for o, g in zip(options, index_grid)], axis=1)
+    order = [k for g in spec.groups for k in g.config_keys] + ["num_hidden_layers"]
+    grid = {k: columns[:, order.index(k)] for k in keys}
+    n_rows = columns.shape[0]
 
     costs = {
-        "target_params": model.params(hid_g, mlp_g, q_g, kv_g, lay_g),
-        "target_flops_per_token": model.flops(hid_g, mlp_g, q_g, kv_g, lay_g, seq_len),
-        "target_kv_cache_bytes_per_token": model.kv_bytes(kv_g, lay_g, seq_len),
+        "target_params": model.params(grid),
+        "target_flops_per_token": model.flops(grid, seq_len),
+        "target_kv_cache_bytes_per_token": model.kv_bytes(grid, seq_len),
     }
     full = dict(
         target_params=count_parameters(model_config),
         target_flops_per_token=flops_per_token(model_config, seq_len),
         target_kv_cache_bytes_per_token=kv_cache_bytes_per_token(model_config, seq_len),
     )
-    ok = np.ones(hid_g.shape, dtype=bool)
+    ok = np.ones(n_rows, dtype=bool)
     for name, target in budgets.items():
         if target is None:
             continue
-        _check_budget(name, target, float(costs[name].min()), full[name])
-        ok &= np.abs(costs[name] - target) <= tolerance * target
-    ratio = (mlp_g / hid_g) / (base["intermediate_size"] / base["hidden_size"])
-    ok &= (ratio >= mlp_ratio_range[0] - 1e-9) & (ratio <= mlp_ratio_range[1] + 1e-9)
-    narrower = (
-        (hid_g < base["hidden_size"])
-        | (mlp_g < base["intermediate_size"])
-        | (q_g < base["num_attention_heads"])
-    )
-    narrower |= kv_g < base["num_key_value_heads"]
-    shallower = lay_g < base["num_hidden_layers"]
+        cost = np.broadcast_to(costs[name], (n_rows,))
+        check_budget(name, target, float(cost.min()), full[name])
+        ok &= np.abs(cost - target) <= tolerance * target
+    for group in spec.groups:
+        if group.search_ratio_of:
+            ratio = (grid[group.key] / grid[group.search_ratio_of]) / (
+                base[group.key] / base[group.search_ratio_of]
+            )
+            ok &= (ratio >= mlp_ratio_range[0] - 1e-9) & (ratio <= mlp_ratio_range[1] + 1e-9)
+    narrower = np.zeros(n_rows, dtype=bool)
+    for k in keys[:-1] if keys[-1] == "num_hidden_layers" else keys:
+        if k != "num_hidden_layers":
+            narrower |= grid[k] < base[k]
+    shallower = grid["num_hidden_layers"] < base["num_hidden_layers"]
     family = np.where(narrower & shallower, 2, np.where(shallower, 1, 0))
     ok &= np.isin(family, [FAMILIES.index(f) for f in families])
     index = np.flatnonzero(ok)
@@ -298,20 +250,22 @@ def enumerate_candidates(
         )
 
     rng = np.random.default_rng(seed)
-    points = np.stack(
-        [
-            hid_g / base["hidden_size"],
-            mlp_g / base["intermediate_size"],
-            q_g / base["num_attention_heads"],
-            kv_g / base["num_key_value_heads"],
-            lay_g / base["num_hidden_layers"],
-        ],
-        axis=1,
-    )
+    points = np.stack([grid[k] / base[k] for k in keys], axis=1)
     primary = next(name for name, v in budgets.items() if v is not None)
-    closeness = np.abs(costs[primary] - budgets[primary])
+    closeness = np.abs(np.broadcast_to(costs[primary], (n_rows,)) - budgets[primary])
 
-    # Minitron's practical shape first (common factor on hidden and MLP, heads and layers kept).
+    def shape_at(i: int) -> dict[str, int]:
+        return {k: int(grid[k][i]) for k in keys}
+
+    # only shapes the model's config class accepts (e.g. Llama's hidden % heads == 0), checked lazily
+    valid: dict[int, bool] = {}
+
+    def is_valid(i: int) -> bool:
+        if i not in valid:
+            valid[i] = accepted(model_config, shape_at(i))
+        return valid[i]
+
+    # Minitron's practical shape first (common factor on the widths, heads and layers kept).
     practical = None
     if target_params is not None and "width" in families:
         from hf_minitron.config import PruningConfig
@@ -319,14 +273,11 @@ def enumerate_candidates(
         resolved = resolve_target_params(
             model_config, PruningConfig(target_params=target_params, width_multiple=width_multiple), tolerance
         )
-        match = np.flatnonzero(
-            ok
-            & (hid_g == resolved.hidden_size)
-            & (mlp_g == resolved.intermediate_size)
-            & (q_g == base["num_attention_heads"])
-            & (kv_g == base["num_key_value_heads"])
-            & (lay_g == base["num_hidden_layers"])
-        )
+        wanted = {k: getattr(resolved, k, None) or base[k] for k in keys}
+        match = ok.copy()
+        for k in keys:
+            match &= grid[k] == wanted[k]
+        match = np.flatnonzero(match)
         practical = int(match[0]) if match.size else None
 
     per_family = {f: index[family[index] == FAMILIES.index(f)] for f in families}
@@ -340,22 +291,21 @@ def enumerate_candidates(
 
     chosen: list[int] = []
     for f, idx in per_family.items():
+        if quotas[f] == 0:
+            continue
         if f == "width" and practical is not None:
             first = int(np.flatnonzero(idx == practical)[0])
         else:
             first = int(np.argmin(closeness[idx]))
-        chosen += [int(idx[i]) for i in _farthest_points(points[idx], quotas[f], first, rng)]
+        picked = [
+            int(idx[i])
+            for i in _farthest_points(
+                points[idx], quotas[f], first, rng, lambda i, idx=idx: is_valid(int(idx[i]))
+            )
+        ]
+        chosen += picked
 
-    candidates = []
-    for i in chosen:
-        shape = {
-            "hidden_size": int(hid_g[i]),
-            "intermediate_size": int(mlp_g[i]),
-            "num_attention_heads": int(q_g[i]),
-            "num_key_value_heads": int(kv_g[i]),
-            "num_hidden_layers": int(lay_g[i]),
-        }
-        candidates.append(Candidate.from_shape(model_config, shape, seq_len))
+    candidates = [Candidate.from_shape(model_config, shape_at(i), seq_len) for i in chosen]
     if target_params is not None:  # the closed form is exact for supported models; keep only what is exact
         candidates = [c for c in candidates if abs(c.params - target_params) <= tolerance * target_params]
     return candidates

@@ -1,0 +1,185 @@
+"""Exact parameter counts and inference costs of pruned shapes, from configs only (no weights)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping
+
+import torch
+
+from hf_minitron.architectures import get_spec
+from hf_minitron.architectures.spec import text_config, with_values
+
+
+def shape_of(config) -> dict[str, int]:
+    """The prunable sizes of a config (every declared group's keys and the depth)."""
+    spec = get_spec(config)
+    shape = spec.shape(config)
+    return {key: shape[key] for key in spec.size_keys if key in shape}
+
+
+def head_dim_of(config) -> int:
+    """The attention head size of a config (explicit `head_dim`, else hidden / heads)."""
+    return get_spec(config).shape(config)["head_dim"]
+
+
+def pruned_config(model_config, shape: Mapping[str, int | None]):
+    """A copy of `model_config` with the given sizes (None = keep) in its text part; `head_dim` explicit and
+    per-layer lists cut to the new depth, so `from_config` accepts the result."""
+    spec = get_spec(model_config)
+    values = {k: int(v) for k, v in shape.items() if v is not None}
+    head_dim = spec.shape(model_config).get("head_dim")
+    if head_dim is not None:
+        values["head_dim"] = head_dim
+    text = text_config(model_config)
+    depth = values.get("num_hidden_layers", text.num_hidden_layers)
+    for name in spec.per_layer_config_lists:
+        current = getattr(text, name, None)
+        if isinstance(current, (list, tuple)) and len(current) != depth:
+            values[name] = list(current)[:depth]
+    return with_values(model_config, values)
+
+
+def _meta_model(config):
+    with torch.device("meta"):
+        return get_spec(config).model_class().from_config(config)
+
+
+def count_parameters(model_config, shape: Mapping[str, int | None] | None = None) -> int:
+    """Exact number of parameters of the model `from_config` builds (embeddings and `lm_head` included,
+    tied weights counted once, a composite checkpoint's other towers included), optionally after changing the
+    sizes in `shape`. The model is instantiated on the meta device: no memory, milliseconds."""
+    config = pruned_config(model_config, shape or {})
+    return sum(p.numel() for p in _meta_model(config).parameters())
+
+
+def _count_matmul_weights(config) -> int:
+    """Weights of every `nn.Linear` (lm_head included, even when tied): the multiply-adds per token."""
+    model = _meta_model(config)
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def _attention_context(config, seq_len: int) -> list[int]:
+    """Number of cached key positions each layer attends to at `seq_len` (sliding-window layers cap it)."""
+    config = text_config(config)
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    contexts = []
+    for i in range(config.num_hidden_layers):
+        sliding = window and (layer_types is None or layer_types[i] == "sliding_attention")
+        if layer_types is None and window and getattr(config, "use_sliding_window", True) is False:
+            sliding = False
+        contexts.append(min(seq_len, int(window)) if sliding else seq_len)
+    return contexts
+
+
+def kv_cache_bytes_per_token(model_config, seq_len: int = 4096, dtype_bytes: int = 2, shape=None) -> float:
+    """KV-cache bytes each token occupies when the context holds `seq_len` tokens.
+
+    Keys and values of every layer: 2 x num_key_value_heads x head_dim x `dtype_bytes`; a sliding-window
+    layer only keeps `window` positions, so its share per token is window / seq_len when the window is shorter.
+    """
+    config = pruned_config(model_config, shape or {})
+    sizes = get_spec(config).shape(config)
+    per_layer = 2 * sizes["num_key_value_heads"] * sizes["head_dim"] * dtype_bytes
+    return float(sum(per_layer * ctx / seq_len for ctx in _attention_context(config, seq_len)))
+
+
+def flops_per_token(model_config, seq_len: int = 4096, shape=None) -> int:
+    """Forward FLOPs for one token with `seq_len` tokens of context.
+
+    2 x (weights of every linear layer, `lm_head` included) for the matrix multiplies, plus
+    4 x num_attention_heads x head_dim x context per layer for the attention scores and the weighted sum.
+    """
+    config = pruned_config(model_config, shape or {})
+    sizes = get_spec(config).shape(config)
+    attention = (
+        4 * sizes["num_attention_heads"] * sizes["head_dim"] * sum(_attention_context(config, seq_len))
+    )
+    return 2 * _count_matmul_weights(config) + attention
+
+
+class CostModel:
+    """Closed-form parameter and linear-weight counts over a grid of shapes, fitted exactly from the meta model.
+
+    In every supported decoder, each layer's parameter count is multilinear in the declared widths and the
+    layers are identical, so count = outer(widths) + layers x layer(widths). The coefficients come from
+    2^(widths) x 2 meta instantiations (two values per width, one and two layers); the search re-checks the
+    chosen candidates with `count_parameters`, so a model that broke the assumption would be caught.
+    """
+
+    def __init__(self, model_config):
+        self.model_config = model_config
+        spec = get_spec(model_config)
+        base = spec.shape(model_config)
+        self.head_dim = base.get("head_dim")
+        self.width_keys = tuple(k for k in spec.size_keys if k != "num_hidden_layers")
+        # Two levels per width, chosen so that every combination keeps GQA valid.
+        self._levels = {}
+        for group in spec.groups:
+            if group.selection == "gqa":
+                self._levels.update(zip(group.config_keys, ((2, 4), (1, 2))))
+            else:
+                self._levels.update({k: (base[k], 2 * base[k]) for k in group.config_keys})
+        self._params, self._matmul = {}, {}
+        for corner in itertools.product((0, 1), repeat=len(self.width_keys)):
+            width = {key: self._levels[key][bit] for key, bit in zip(self.width_keys, corner)}
+            counts = []
+            for layers in (1, 2):
+                model = _meta_model(pruned_config(model_config, {**width, "num_hidden_layers": layers}))
+                counts.append(
+                    (
+                        sum(p.numel() for p in model.parameters()),
+                        sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)),
+                    )
+                )
+            for i, table in enumerate((self._params, self._matmul)):
+                per_layer = counts[1][i] - counts[0][i]
+                table[corner] = (counts[0][i] - per_layer, per_layer)  # (outer, per layer)
+
+    def _evaluate(self, table, sizes: Mapping):
+        """Multilinear interpolation (exact for multilinear counts); numpy arrays broadcast."""
+        weights = []
+        for key in self.width_keys:
+            lo, hi = self._levels[key]
+            t = (sizes[key] - lo) / (hi - lo)
+            weights.append((1 - t, t))
+        total = 0.0
+        for corner, (outer, per_layer) in table.items():
+            w = 1.0
+            for i, bit in enumerate(corner):
+                w = w * weights[i][bit]
+            total = total + w * (outer + sizes["num_hidden_layers"] * per_layer)
+        return total
+
+    def params(self, sizes: Mapping):
+        """Parameter count (float; round it) for sizes keyed by config key, scalars or numpy arrays."""
+        return self._evaluate(self._params, sizes)
+
+    def flops(self, sizes: Mapping, seq_len: int):
+        """Forward FLOPs per token (see `flops_per_token`), every layer attending to `seq_len` keys scaled by the
+        model's share of sliding-window layers."""
+        contexts = _attention_context(self.model_config, seq_len)
+        mean_context = sum(contexts) / len(contexts)
+        matmul = self._evaluate(self._matmul, sizes)
+        heads = sizes.get("num_attention_heads", 0)
+        return 2 * matmul + 4 * heads * (self.head_dim or 0) * mean_context * sizes["num_hidden_layers"]
+
+    def kv_bytes(self, sizes: Mapping, seq_len: int, dtype_bytes: int = 2):
+        """KV-cache bytes per token (see `kv_cache_bytes_per_token`), sliding-window share as in the model."""
+        contexts = _attention_context(self.model_config, seq_len)
+        mean_share = sum(ctx / seq_len for ctx in contexts) / len(contexts)
+        kv = sizes.get("num_key_value_heads", 0)
+        return 2 * kv * (self.head_dim or 0) * dtype_bytes * mean_share * sizes["num_hidden_layers"]
+
+
+_COST_MODELS: dict[str, CostModel] = {}
+
+
+def cost_model(model_config) -> CostModel:
+    """A `CostModel` for this config, cached by the config's content."""
+    key = model_config.to_json_string(use_diff=False)
+    if key not in _COST_MODELS:
+        _COST_MODELS[key] = CostModel(copy.deepcopy(model_config))
+    return _COST_MODELS[key]
