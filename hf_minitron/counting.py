@@ -100,12 +100,28 @@ def flops_per_token(model_config, seq_len: int = 4096, shape=None) -> int:
     return 2 * _count_matmul_weights(config) + attention
 
 
+_NODES = (1, 2, 3)  # interpolation nodes per width, in units of a base value
+
+
+def _lagrange(x, nodes) -> list:
+    """Lagrange basis values at `x` (scalar or array) for three nodes."""
+    out = []
+    for i, xi in enumerate(nodes):
+        w = 1.0
+        for j, xj in enumerate(nodes):
+            if j != i:
+                w = w * (x - xj) / (xi - xj)
+        out.append(w)
+    return out
+
+
 class CostModel:
     """Closed-form parameter and linear-weight counts over a grid of shapes, fitted exactly from the meta model.
 
-    In every supported decoder, each layer's parameter count is multilinear in the declared widths and the
-    layers are identical, so count = outer(widths) + layers x layer(widths). The coefficients come from
-    2^(widths) x 2 meta instantiations (two values per width, one and two layers); the search re-checks the
+    In every supported decoder, each layer's parameter count is a polynomial of degree at most 2 in each
+    declared width (bilinear terms like hidden x heads, and hidden x hidden where attention is hidden-wide) and
+    the layers are identical, so count = outer(widths) + layers x layer(widths). The coefficients come from
+    3^(widths) x 2 meta instantiations (three values per width, one and two layers); the search re-checks the
     chosen candidates with `count_parameters`, so a model that broke the assumption would be caught.
     """
 
@@ -115,15 +131,15 @@ class CostModel:
         base = spec.shape(model_config)
         self.head_dim = base.get("head_dim")
         self.width_keys = tuple(k for k in spec.size_keys if k != "num_hidden_layers")
-        # Two levels per width, chosen so that every combination keeps GQA valid.
+        # Three levels per width, chosen so that every combination keeps GQA divisible.
         self._levels = {}
         for group in spec.groups:
             if group.selection == "gqa":
-                self._levels.update(zip(group.config_keys, ((2, 4), (1, 2))))
+                self._levels.update(zip(group.config_keys, ((4, 8, 16), (1, 2, 4))))
             else:
-                self._levels.update({k: (base[k], 2 * base[k]) for k in group.config_keys})
+                self._levels.update({k: tuple(n * base[k] for n in _NODES) for k in group.config_keys})
         self._params, self._matmul = {}, {}
-        for corner in itertools.product((0, 1), repeat=len(self.width_keys)):
+        for corner in itertools.product(range(len(_NODES)), repeat=len(self.width_keys)):
             width = {key: self._levels[key][bit] for key, bit in zip(self.width_keys, corner)}
             counts = []
             for layers in (1, 2):
@@ -139,12 +155,8 @@ class CostModel:
                 table[corner] = (counts[0][i] - per_layer, per_layer)  # (outer, per layer)
 
     def _evaluate(self, table, sizes: Mapping):
-        """Multilinear interpolation (exact for multilinear counts); numpy arrays broadcast."""
-        weights = []
-        for key in self.width_keys:
-            lo, hi = self._levels[key]
-            t = (sizes[key] - lo) / (hi - lo)
-            weights.append((1 - t, t))
+        """Tensor-product quadratic interpolation (exact for the counts above); numpy arrays broadcast."""
+        weights = [_lagrange(sizes[key], self._levels[key]) for key in self.width_keys]
         total = 0.0
         for corner, (outer, per_layer) in table.items():
             w = 1.0

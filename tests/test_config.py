@@ -108,10 +108,15 @@ def test_validate_for_a_model(kwargs, message):
         PruningConfig(**kwargs).validate_for(tiny_config("llama"))
 
 
+def _heads(config, model_config):
+    sizes = config.target_sizes(model_config)
+    return sizes["num_attention_heads"], sizes["num_key_value_heads"]
+
+
 def test_resolve_heads():
     gqa, mha = tiny_config("llama"), tiny_config("llama", num_key_value_heads=8)
-    assert PruningConfig().resolve_heads(gqa) == (8, 4)
-    assert PruningConfig(num_key_value_heads=2).resolve_heads(gqa) == (4, 2)
-    assert PruningConfig(num_attention_heads=4).resolve_heads(gqa) == (4, 4)
-    assert PruningConfig(num_attention_heads=4).resolve_heads(mha) == (4, 4)
+    assert _heads(PruningConfig(), gqa) == (8, 4)
+    assert _heads(PruningConfig(num_key_value_heads=2), gqa) == (4, 2)
+    assert _heads(PruningConfig(num_attention_heads=4), gqa) == (4, 4)
+    assert _heads(PruningConfig(num_attention_heads=4), mha) == (4, 4)
     PruningConfig(layers_to_drop=[0], num_hidden_layers=3).validate_for(gqa)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import ARCHITECTURES, random_batches, tiny_model
+from tiny_models import (
+    ARCHITECTURES,
+    attn_out,
+    mlp_first,
+    mlp_out,
+    random_batches,
+    text_config_of,
+    tiny_model,
+)
 
 from hf_minitron.architectures import get_spec
 from hf_minitron.importance.magnitude import estimate_magnitude_importance
@@ -17,29 +25,43 @@ NEURON, KV_GROUP, DEAD_LAYER, CHANNEL = 5, 2, 2, 7
 def _model_with_dead_units(model_type):
     """A tiny model where neuron 5 of layer 1, KV group 2 of layer 0, layer 2 and channel 7 contribute nothing."""
     model = tiny_model(model_type)
-    spec = get_spec(model)
-    layers = spec.layers(model)
+    layers = model.get_decoder().layers
+    inter = text_config_of(model).intermediate_size
     with torch.no_grad():
-        mlp = spec.mlp_module(layers[1])
-        for name in spec.mlp_inputs:
-            mlp.get_submodule(name).weight[NEURON].zero_()
-        mlp.get_submodule(spec.down_proj).weight[:, NEURON].zero_()
-        attn = spec.attn(layers[0])
-        attn.get_submodule(spec.v_proj).weight[KV_GROUP * HEAD_DIM : (KV_GROUP + 1) * HEAD_DIM].zero_()
+        firsts, fused = mlp_first(layers[1].mlp)
+        for linear in firsts:
+            rows = [NEURON, inter + NEURON] if fused else [NEURON]
+            linear.weight[rows] = 0
+            if linear.bias is not None:
+                linear.bias[rows] = 0
+        mlp_out(layers[1].mlp).weight[:, NEURON].zero_()
+        attn = layers[0].self_attn
+        kv = slice(KV_GROUP * HEAD_DIM, (KV_GROUP + 1) * HEAD_DIM)
+        if hasattr(attn, "qkv_proj"):  # fused [q | k | v]
+            v_rows = slice(12 * HEAD_DIM + kv.start, 12 * HEAD_DIM + kv.stop)
+            attn.qkv_proj.weight[v_rows] = 0
+        else:
+            attn.v_proj.weight[kv] = 0
+            if attn.v_proj.bias is not None:
+                attn.v_proj.bias[kv] = 0
         heads = slice(KV_GROUP * GROUP * HEAD_DIM, (KV_GROUP + 1) * GROUP * HEAD_DIM)
-        attn.get_submodule(spec.o_proj).weight[:, heads].zero_()
-        spec.attn(layers[DEAD_LAYER]).get_submodule(spec.o_proj).weight.zero_()
-        spec.mlp_module(layers[DEAD_LAYER]).get_submodule(spec.down_proj).weight.zero_()
+        attn_out(attn).weight[:, heads].zero_()
+        for writer in (attn_out(layers[DEAD_LAYER].self_attn), mlp_out(layers[DEAD_LAYER].mlp)):
+            writer.weight.zero_()
+            if writer.bias is not None:
+                writer.bias.zero_()
         # Channel 7 is never written: embedding column and every residual writer's row are zero.
-        spec.embed(model).weight[:, CHANNEL].zero_()
+        model.get_input_embeddings().weight[:, CHANNEL].zero_()
         for layer in layers:
-            spec.attn(layer).get_submodule(spec.o_proj).weight[CHANNEL].zero_()
-            spec.mlp_module(layer).get_submodule(spec.down_proj).weight[CHANNEL].zero_()
+            for writer in (attn_out(layer.self_attn), mlp_out(layer.mlp)):
+                writer.weight[CHANNEL].zero_()
+                if writer.bias is not None:
+                    writer.bias[CHANNEL] = 0
     return model
 
 
 def _check(scores, model):
-    c = model.config
+    c = text_config_of(model)
     assert scores.neurons.shape == (c.num_hidden_layers, c.intermediate_size)
     assert scores.heads.shape == (c.num_hidden_layers, c.num_attention_heads)
     assert scores.channels.shape == (c.hidden_size,)

@@ -9,7 +9,15 @@ import sys
 
 import pytest
 import torch
-from tiny_models import ARCHITECTURES, model_class, random_batches, tiny_model
+from tiny_models import (
+    ARCHITECTURES,
+    model_class,
+    random_batches,
+    text_config_of as _text,
+    tiny_model,
+    zero_channels,
+    zero_components,
+)
 from transformers import AutoModelForCausalLM
 
 from hf_minitron.architectures import get_spec
@@ -25,68 +33,6 @@ ZERO_LAYER = 2
 def _logits(model, batch):
     with torch.no_grad():
         return model(**batch).logits
-
-
-def _text(model):
-    return model.config.get_text_config()
-
-
-def _zero_rows(linear, rows) -> None:
-    linear.weight[rows] = 0
-    if getattr(linear, "bias", None) is not None:
-        linear.bias[rows] = 0
-
-
-def _first(module, *names):
-    return next(getattr(module, n) for n in names if hasattr(module, n))
-
-
-def zero_components(model) -> None:
-    """Make neurons, two KV groups (their q, k and v rows) and one whole layer contribute nothing, with plain
-    tensor writes on the module names transformers uses (fused [q|k|v] and [gate|up] layouts included)."""
-    c = _text(model)
-    hd, n_q, n_kv, inter = c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size
-    per = n_q // n_kv
-    kv_rows = torch.cat([torch.arange(g * hd, (g + 1) * hd) for g in ZERO_GROUPS])
-    q_rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for g in ZERO_GROUPS for h in range(g * per, (g + 1) * per)])
-    with torch.no_grad():
-        for i, layer in enumerate(get_spec(model).layers(model)):
-            attn, mlp = layer.self_attn, layer.mlp
-            if hasattr(attn, "qkv_proj"):
-                _zero_rows(attn.qkv_proj, torch.cat([q_rows, n_q * hd + kv_rows, (n_q + n_kv) * hd + kv_rows]))
-            else:
-                _zero_rows(attn.q_proj, q_rows)
-                _zero_rows(attn.k_proj, kv_rows)
-                _zero_rows(attn.v_proj, kv_rows)
-            if hasattr(mlp, "gate_up_proj"):
-                _zero_rows(mlp.gate_up_proj, inter + ZERO_NEURONS)
-            else:
-                _zero_rows(_first(mlp, "up_proj", "fc1", "c_fc"), ZERO_NEURONS)
-            if i == ZERO_LAYER:
-                for writer in (_first(attn, "o_proj", "dense"), _first(mlp, "down_proj", "fc2", "c_proj")):
-                    _zero_rows(writer, slice(None))
-
-
-def zero_channels(model, channels) -> None:
-    """Make hidden channels dead everywhere: never written (embedding, o/down rows), never read (every input
-    column, LM head), zero norm gains; on a norm without mean-centring the others then see exactly what they saw."""
-    spec = get_spec(model)
-    offset = spec.norm_weight_offset
-    with torch.no_grad():
-        spec.embed(model).weight[:, channels] = 0
-        spec.lm_head(model).weight[:, channels] = 0
-        for name, module in model.named_modules():
-            if not name.startswith(spec.layers_path) and module is not spec.final_norm(model):
-                continue
-            if isinstance(module, torch.nn.Linear):
-                if module.in_features == _text(model).hidden_size and name.split(".")[-1] not in ("o_proj", "dense"):
-                    module.weight[:, channels] = 0
-                if name.split(".")[-1] in ("o_proj", "dense", "down_proj", "fc2", "c_proj"):
-                    _zero_rows(module, channels)
-            elif getattr(module, "weight", None) is not None and module.weight.shape == (_text(model).hidden_size,):
-                module.weight[channels] = -offset
-                if getattr(module, "bias", None) is not None:
-                    module.bias[channels] = 0
 
 
 ZERO_TARGET = PruningConfig(
@@ -211,7 +157,9 @@ def test_channel_pruning_keeps_top_channels_in_order(arch):
     model = tiny_model(arch)
     spec = get_spec(model)
     if spec.heads_span_hidden:
-        pytest.skip("heads go with the hidden size (test_heads_span_hidden_prunes_heads_with_the_hidden_size)")
+        pytest.skip(
+            "heads go with the hidden size (test_heads_span_hidden_prunes_heads_with_the_hidden_size)"
+        )
     scores = _manual_scores(model)
     keep = sorted(torch.topk(scores.channels, 40).indices.tolist())
     ref = {k: v.clone() for k, v in model.state_dict().items()}
@@ -299,7 +247,9 @@ def test_heads_span_hidden_prunes_heads_with_the_hidden_size():
     prune_model(model, PruningConfig(hidden_size=32, num_attention_heads=4, num_key_value_heads=2), scores)
     model(**random_batches(n=1)[0])
     fresh = AutoModelForCausalLM.from_config(model.config)
-    assert {k: v.shape for k, v in fresh.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen3"])

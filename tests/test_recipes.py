@@ -41,7 +41,8 @@ def _source_config(arch: dict):
 
 
 def _pruned_shape(source, pruning: PruningConfig) -> tuple[int, ...]:
-    new_q, new_kv = pruning.resolve_heads(source)
+    sizes = pruning.target_sizes(source)
+    new_q, new_kv = sizes["num_attention_heads"], sizes["num_key_value_heads"]
     layers = source.num_hidden_layers
     if pruning.layers_to_drop is not None:
         layers -= len(pruning.layers_to_drop)

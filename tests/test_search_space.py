@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import ARCHITECTURES, tiny_config
+from tiny_models import ARCHITECTURES, model_class, tiny_config
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hf_minitron.config import PruningConfig
+from hf_minitron.counting import shape_of
 from hf_minitron.search import (
     count_parameters,
     effective_multiple,
@@ -39,7 +40,7 @@ SHAPES = [
 
 def _real_count(config) -> int:
     """Independent reference: a real model on the CPU, unique parameters."""
-    model = AutoModelForCausalLM.from_config(config)
+    model = model_class(config).from_config(config)
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
@@ -50,26 +51,7 @@ def test_count_parameters_matches_real_model(model_type):
     for shape in SHAPES:
         expected = _real_count(pruned_config(config, shape))
         assert count_parameters(config, shape) == expected
-        s = {
-            **{
-                k: getattr(config, k)
-                for k in (
-                    "hidden_size",
-                    "intermediate_size",
-                    "num_attention_heads",
-                    "num_key_value_heads",
-                    "num_hidden_layers",
-                )
-            },
-            **shape,
-        }
-        closed_form = model_cost.params(
-            s["hidden_size"],
-            s["intermediate_size"],
-            s["num_attention_heads"],
-            s["num_key_value_heads"],
-            s["num_hidden_layers"],
-        )
+        closed_form = model_cost.params({**shape_of(config), **shape})
         assert round(closed_form) == expected
 
 

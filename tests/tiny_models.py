@@ -6,6 +6,10 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
+ZERO_NEURONS = torch.arange(0, 128, 4)  # 32 of 128 MLP neurons in every layer
+ZERO_GROUPS = (1, 3)  # KV groups (query heads 2, 3, 6, 7)
+ZERO_LAYER = 2
+
 # Shared shape: 4 layers, hidden 64, MLP 128, 8 query heads in 4 KV groups (GQA), head_dim 8.
 BASE = dict(
     vocab_size=128,
@@ -51,6 +55,7 @@ ARCH_OVERRIDES: dict[str, dict] = {
     "starcoder2": dict(),
     "stablelm": dict(),
     "helium": dict(),
+    "ministral3": dict(tie_word_embeddings=False),
     "arcee": dict(),
     "gemma3": dict(vision=dict(image_size=28, patch_size=14), mm_tokens_per_image=4),
     "mistral3": dict(vision=dict(image_size=28, patch_size=14, head_dim=16), text_model_type="ministral3"),
@@ -106,3 +111,114 @@ def random_batches(
             mask[0, -pad_last:] = 0
         batches.append({"input_ids": ids, "attention_mask": mask})
     return batches
+
+
+# ---------------------------------------------------------------- dead units, written on transformers' own names
+def _zero_rows(linear, rows) -> None:
+    linear.weight[rows] = 0
+    if getattr(linear, "bias", None) is not None:
+        linear.bias[rows] = 0
+
+
+def _first(module, *names):
+    return next(getattr(module, n) for n in names if hasattr(module, n))
+
+
+def _gain_offset(norm) -> float:
+    """1.0 for a norm computing x * (1 + weight), probed: with a zero weight it still passes the input on."""
+    saved = norm.weight.detach().clone()
+    with torch.no_grad():
+        norm.weight.zero_()
+        out = norm(torch.randn(2, saved.shape[0])) - (
+            norm.bias if getattr(norm, "bias", None) is not None else 0
+        )
+        norm.weight.copy_(saved)
+    return 1.0 if out.abs().max() > 1e-6 else 0.0
+
+
+def mlp_first(mlp):
+    """The linear(s) that produce the MLP neurons, and whether they are fused [gate | up]."""
+    if hasattr(mlp, "gate_up_proj"):
+        return [mlp.gate_up_proj], True
+    return [getattr(mlp, n) for n in ("gate_proj", "up_proj", "fc1", "c_fc") if hasattr(mlp, n)], False
+
+
+def attn_out(attn):
+    return _first(attn, "o_proj", "dense")
+
+
+def mlp_out(mlp):
+    return _first(mlp, "down_proj", "fc2", "c_proj")
+
+
+def text_config_of(model):
+    return model.config.get_text_config()
+
+
+def _zero_rows(linear, rows) -> None:
+    linear.weight[rows] = 0
+    if getattr(linear, "bias", None) is not None:
+        linear.bias[rows] = 0
+
+
+def _first(module, *names):
+    return next(getattr(module, n) for n in names if hasattr(module, n))
+
+
+def zero_components(model, neurons=ZERO_NEURONS, groups=ZERO_GROUPS, dead_layer=ZERO_LAYER) -> None:
+    """Make neurons, two KV groups (their q, k and v rows) and one whole layer contribute nothing, with plain
+    tensor writes on the module names transformers uses (fused [q|k|v] and [gate|up] layouts included)."""
+    c = text_config_of(model)
+    hd, n_q, n_kv, inter = c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size
+    per = n_q // n_kv
+    kv_rows = torch.cat([torch.arange(g * hd, (g + 1) * hd) for g in groups])
+    q_rows = torch.cat(
+        [torch.arange(h * hd, (h + 1) * hd) for g in groups for h in range(g * per, (g + 1) * per)]
+    )
+    with torch.no_grad():
+        for i, layer in enumerate(model.get_decoder().layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            if hasattr(attn, "qkv_proj"):
+                _zero_rows(
+                    attn.qkv_proj, torch.cat([q_rows, n_q * hd + kv_rows, (n_q + n_kv) * hd + kv_rows])
+                )
+            else:
+                _zero_rows(attn.q_proj, q_rows)
+                _zero_rows(attn.k_proj, kv_rows)
+                _zero_rows(attn.v_proj, kv_rows)
+            if hasattr(mlp, "gate_up_proj"):
+                _zero_rows(mlp.gate_up_proj, inter + neurons)
+            else:
+                _zero_rows(_first(mlp, "up_proj", "fc1", "c_fc"), neurons)
+            if i == dead_layer:
+                for writer in (attn_out(attn), mlp_out(mlp)):
+                    _zero_rows(writer, slice(None))
+
+
+def zero_channels(model, channels) -> None:
+    """Make hidden channels dead everywhere: never written (embedding, o/down rows), never read (every input
+    column, LM head), zero norm gains; on a norm without mean-centring the others then see exactly what they saw."""
+
+    decoder = model.get_decoder()
+    final_norm = _first(decoder, "norm", "final_layernorm")
+    offset = _gain_offset(final_norm)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[:, channels] = 0
+        model.get_output_embeddings().weight[:, channels] = 0
+        for name, module in decoder.named_modules():
+            if not name.startswith("layers") and module is not final_norm:
+                continue
+            if isinstance(module, torch.nn.Linear):
+                if module.in_features == text_config_of(model).hidden_size and name.split(".")[-1] not in (
+                    "o_proj",
+                    "dense",
+                ):
+                    module.weight[:, channels] = 0
+                if name.split(".")[-1] in ("o_proj", "dense", "down_proj", "fc2", "c_proj"):
+                    _zero_rows(module, channels)
+            elif getattr(module, "weight", None) is not None and module.weight.shape == (
+                text_config_of(model).hidden_size,
+            ):
+                module.weight[channels] = -offset
+                if getattr(module, "bias", None) is not None:
+                    module.bias[channels] = 0

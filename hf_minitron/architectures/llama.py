@@ -4,7 +4,7 @@ from hf_minitron.architectures.spec import ArchitectureSpec, register
 
 LLAMA = register(
     ArchitectureSpec(
-        model_types=("llama", "mistral", "granite", "seed_oss", "ernie4_5"),
+        model_types=("llama", "mistral", "ministral3", "granite", "seed_oss", "ernie4_5"),
         notes=(
             "Granite's embedding/residual/attention multipliers and logits_scaling are scalars that do not "
             "depend on any size, so they carry over unchanged. Mistral's sliding_window is global. Seed-OSS "

@@ -43,7 +43,9 @@ def check_budget(name: str, target, smallest, largest, unit: str = "") -> None:
 def accepted(model_config, shape: dict) -> bool:
     """Whether the model's own config class accepts `shape` (e.g. Llama's hidden % heads == 0)."""
     try:
-        get_spec(model_config).check_sizes(model_config, {**get_spec(model_config).shape(model_config), **shape})
+        get_spec(model_config).check_sizes(
+            model_config, {**get_spec(model_config).shape(model_config), **shape}
+        )
     except ValueError:
         return False
     return config_error(pruned_config(model_config, shape), {}) is None

@@ -365,7 +365,9 @@ def prune_iteratively(
     student = _fresh_copy(model)
     history = []
     output_root = args.output_dir if args is not None else "iterative-output"
-    for stage, shape in enumerate(_stage_shapes(get_spec(model), source, final, stages, config.width_multiple), 1):
+    for stage, shape in enumerate(
+        _stage_shapes(get_spec(model), source, final, stages, config.width_multiple), 1
+    ):
         stage_config = dataclasses.replace(config, **shape, layers_to_drop=None, target_params=None)
         scores = estimate_importance(student, calibration_batches, stage_config)
         student = prune_model(student, stage_config, scores)
