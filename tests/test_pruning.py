@@ -13,10 +13,12 @@ from tiny_models import (
     ARCHITECTURES,
     model_class,
     random_batches,
-    text_config_of as _text,
     tiny_model,
     zero_channels,
     zero_components,
+)
+from tiny_models import (
+    text_config_of as _text,
 )
 from transformers import AutoModelForCausalLM
 
@@ -441,3 +443,110 @@ def test_parameter_budget_resolves_to_explicit_widths():
     fresh = AutoModelForCausalLM.from_config(model.config)
     assert fresh.num_parameters() == model.num_parameters()
     assert abs(model.num_parameters() / config.target_params - 1) < 0.1
+
+
+def _phi3_and_unfused_llama():
+    """A tiny Phi-3 and the Llama with the same weights split out of its fused projections (same logits)."""
+    phi3 = tiny_model("phi3", tie_word_embeddings=False)
+    c = phi3.config
+    llama = tiny_model("llama", rms_norm_eps=c.rms_norm_eps, hidden_act=c.hidden_act, rope_theta=10000.0)
+    sd = {}
+    n_q, n_kv, inter = (
+        c.num_attention_heads * c.head_dim,
+        c.num_key_value_heads * c.head_dim,
+        c.intermediate_size,
+    )
+    for name, value in phi3.state_dict().items():
+        if "qkv_proj" in name:
+            q, k, v = value.split([n_q, n_kv, n_kv])
+            for part, tensor in zip(("q", "k", "v"), (q, k, v)):
+                sd[name.replace("qkv_proj", f"{part}_proj")] = tensor
+        elif "gate_up_proj" in name:
+            gate, up = value.split([inter, inter])
+            sd[name.replace("gate_up_proj", "gate_proj")], sd[name.replace("gate_up_proj", "up_proj")] = (
+                gate,
+                up,
+            )
+        else:
+            sd[name] = value
+    llama.load_state_dict(sd)
+    return phi3, llama
+
+
+def test_fused_projections_prune_like_the_unfused_model():
+    """Heads and neurons cut out of qkv_proj / gate_up_proj give the logits of the same cut on split weights."""
+    phi3, llama = _phi3_and_unfused_llama()
+    batch = random_batches(n=1)[0]
+    torch.testing.assert_close(_logits(phi3, batch), _logits(llama, batch), atol=1e-5, rtol=1e-5)
+    scores = _manual_scores(llama, seed=3)
+    target = PruningConfig(intermediate_size=80, num_attention_heads=4, num_key_value_heads=2, hidden_size=48)
+    prune_model(phi3, target, scores)
+    prune_model(llama, target, scores)
+    assert phi3.model.layers[0].self_attn.qkv_proj.weight.shape == (4 * 8 + 2 * 2 * 8, 48)
+    assert phi3.model.layers[0].mlp.gate_up_proj.weight.shape == (2 * 80, 48)
+    torch.testing.assert_close(_logits(phi3, batch), _logits(llama, batch), atol=1e-5, rtol=1e-5)
+
+
+def test_composite_checkpoint_prunes_its_text_part_and_still_sees_images():
+    """Gemma 3 with a vision tower: the text part shrinks, the projector writes the new hidden size."""
+    model = tiny_model("gemma3")
+    vision_before = {n: p.clone() for n, p in model.named_parameters() if "vision_tower" in n}
+    scores = _manual_scores(model)
+    prune_model(model, PruningConfig(hidden_size=48, intermediate_size=64, num_hidden_layers=3), scores)
+    text = model.config.get_text_config()
+    assert (text.hidden_size, text.intermediate_size, text.num_hidden_layers) == (48, 64, 3)
+    assert model.model.multi_modal_projector.mm_input_projection_weight.shape == (32, 48)
+    for n, p in model.named_parameters():
+        if "vision_tower" in n:
+            torch.testing.assert_close(p, vision_before[n], atol=0, rtol=0)
+    image_token = model.config.image_token_id
+    ids = torch.tensor([[1, 5] + [image_token] * model.config.mm_tokens_per_image + [6, 7]])
+    pixels = torch.randn(1, 3, 28, 28)
+    with torch.no_grad():
+        out = model(input_ids=ids, pixel_values=pixels, attention_mask=torch.ones_like(ids))
+    assert out.logits.shape == (1, ids.shape[1], text.vocab_size) and torch.isfinite(out.logits).all()
+
+
+def test_scores_saved_by_0_1_0_still_load(tmp_path):
+    """0.1.0 wrote one tensor per axis under these names with JSON metadata: they load and prune."""
+    from safetensors.torch import save_file
+
+    model = tiny_model("llama")
+    g = torch.Generator().manual_seed(0)
+    tensors = {"neurons": torch.rand(4, 128, generator=g), "heads": torch.rand(4, 8, generator=g)}
+    tensors |= {"channels": torch.rand(64, generator=g), "layers": torch.rand(4, generator=g)}
+    metadata = {"importance": '"activation"', "depth_metric": '"block_importance"', "num_samples": "6"}
+    save_file(tensors, tmp_path / "importance.safetensors", metadata=metadata)
+    scores = ImportanceScores.load(tmp_path / "importance.safetensors")
+    assert scores.metadata["num_samples"] == 6
+    torch.testing.assert_close(scores.neurons, tensors["neurons"])
+    prune_model(model, PruningConfig(hidden_size=48, intermediate_size=64, num_hidden_layers=3), scores)
+    assert model.config.minitron["kept_layers"] == sorted(tensors["layers"].topk(3).indices.tolist())
+
+
+def test_refused_size_names_the_nearest_accepted_ones():
+    """LlamaConfig refuses hidden % heads != 0: the error gives the closest sizes it accepts."""
+    model = tiny_model("llama")
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"hidden_size=60 is invalid .* allowed nearest 56 or 64"):
+        prune_model(model, PruningConfig(hidden_size=60), _manual_scores(model))
+    assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
+
+
+def test_depth_by_scores_keeps_a_full_attention_layer():
+    model = tiny_model("gemma3_text")
+    assert model.config.layer_types == ["sliding_attention", "full_attention"] * 2
+    scores = _manual_scores(model)
+    scores.layers = torch.tensor([1.0, 0.0, 1.0, 0.0])  # the full-attention layers rank lowest
+    with pytest.raises(ValueError, match="full-attention .* layers_to_drop"):
+        prune_model(model, PruningConfig(num_hidden_layers=2), scores)
+    prune_model(model, PruningConfig(layers_to_drop=[1, 3]), scores)  # asked explicitly
+    assert model.config.layer_types == ["sliding_attention"] * 2
+
+
+def test_per_layer_lists_follow_the_kept_layers():
+    model = tiny_model("smollm3")
+    flags = list(model.config.no_rope_layers)
+    prune_model(model, PruningConfig(layers_to_drop=[0, 2]), None)
+    assert model.config.no_rope_layers == [flags[1], flags[3]]
+    model(**random_batches(n=1)[0])

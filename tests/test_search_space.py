@@ -187,3 +187,20 @@ def test_resolve_target_params_practical_shape():
     # Without a budget the config is returned unchanged.
     plain = PruningConfig(hidden_size=32)
     assert resolve_target_params(config, plain) is plain
+
+
+def test_every_candidate_is_a_shape_the_config_class_accepts():
+    """Llama refuses hidden % heads != 0: with 9 heads most widths are invalid, and none is proposed."""
+    config = tiny_config(
+        "llama", hidden_size=72, num_attention_heads=9, num_key_value_heads=3, intermediate_size=144
+    )
+    target = int(0.6 * count_parameters(config))
+    candidates = enumerate_candidates(config, target, tolerance=0.1, max_candidates=12)
+    assert candidates
+    for c in candidates:
+        pruned = pruned_config(config, c.shape)
+        type(pruned).from_dict(pruned.to_dict())  # raises for a refused shape
+        assert c.hidden_size % c.num_attention_heads == 0
+        assert count_parameters(config, c.shape) == c.params
+    resolved = resolve_target_params(config, PruningConfig(target_params=target))
+    assert resolved.hidden_size % 9 == 0
