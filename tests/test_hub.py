@@ -200,7 +200,14 @@ def test_push_refuses_a_file_holding_the_active_token(how, tmp_path, monkeypatch
 
 def test_push_skips_pickles_and_lists_them(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    pickles = ["training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "pytorch_model.bin", "x.pkl"]
+    pickles = [
+        "training_args.bin",
+        "optimizer.pt",
+        "scheduler.pt",
+        "rng_state.pth",
+        "pytorch_model.bin",
+        "x.pkl",
+    ]
     folder = _folder_with(tmp_path, **{p.replace(".", "__"): b"\x80\x04pickle" for p in pickles})
     hub = FakeHub(monkeypatch)
     assert main(["push", str(folder), "--repo-id", "me/x"]) == 0
@@ -215,7 +222,11 @@ def test_push_skips_pickles_and_lists_them(tmp_path, monkeypatch, capsys):
 
 
 def _machine_paths() -> list[str]:
-    return [p for p in {str(Path.home()), tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir())} if p != "/"]
+    return [
+        p
+        for p in {str(Path.home()), tempfile.gettempdir(), os.path.realpath(tempfile.gettempdir())}
+        if p != "/"
+    ]
 
 
 def test_cards_and_records_hold_no_machine_path_and_metadata_names_hub_ids_only(ws):
@@ -254,7 +265,9 @@ def test_model_index_keeps_hub_ids_and_drops_local_files(tmp_path):
     card = ModelCard.load(tmp_path / "README.md")
     assert [(r.dataset_name, r.dataset_type) for r in card.data.eval_results] == [("wikitext", "wikitext")]
     assert card.data.datasets == ["HuggingFaceFW/fineweb-edu"] and card.data.base_model is None
-    assert "`calib.txt`" in card.text and "hf-minitron prune teacher --calibration-data calib.txt" in card.text
+    assert (
+        "`calib.txt`" in card.text and "hf-minitron prune teacher --calibration-data calib.txt" in card.text
+    )
 
 
 def test_card_of_the_pipeline_has_the_required_metadata(ws):

@@ -21,7 +21,8 @@ class PushArguments:
     commit_message: str | None = field(default=None, metadata={"help": "Commit message."})
     revision: str | None = field(default=None, metadata={"help": "Branch to commit to (default: main)."})
     token: str | None = field(
-        default=None, metadata={"help": "Hub token (default: HF_TOKEN or `hf auth login`); never written anywhere."}
+        default=None,
+        metadata={"help": "Hub token (default: HF_TOKEN or `hf auth login`); never written anywhere."},
     )
 
 

@@ -119,15 +119,43 @@ class SearchResult:
         return "\n".join(lines) + "\n"
 
 
-def evaluate_lm_loss(model: nn.Module, dataset, batch_size: int = 8) -> float:
-    """Mean next-token LM loss over the packed blocks of `dataset` (`input_ids`, no padding), from
-    `hf_minitron.evaluation.perplexity_on_blocks`."""
-    from hf_minitron.evaluation import perplexity_on_blocks
+_BATCH_KEYS = ("input_ids", "attention_mask", "labels", "position_ids")
 
-    if "attention_mask" in dataset.column_names and not all(all(row) for row in dataset["attention_mask"]):
-        raise ValueError("eval_dataset must hold packed blocks without padding (hf_minitron.data.pack_texts)")
-    blocks = torch.as_tensor(dataset["input_ids"])
-    return perplexity_on_blocks(model, blocks, batch_size=batch_size, progress=False)["loss"]
+
+def evaluate_lm_loss(model: nn.Module, dataset, batch_size: int = 8, data_collator=None) -> float:
+    """Mean next-token LM loss over the tokens of `dataset` (`hf_minitron.evaluation.lm_loss_sum`).
+
+    `dataset` is anything a `Trainer` takes: a `datasets.Dataset` or `IterableDataset`, a torch `Dataset`, or a
+    list of dicts with `input_ids` (and optionally `attention_mask`, `labels`: padding and -100 are ignored).
+    Rows are batched by `data_collator` (default: `default_data_collator` on those keys).
+    """
+    from torch.utils.data import DataLoader
+    from transformers import default_data_collator
+
+    from hf_minitron.evaluation import lm_loss_sum
+
+    def collate(rows):
+        if data_collator is not None:
+            return data_collator(rows)
+        return default_data_collator([{k: row[k] for k in _BATCH_KEYS if k in row} for row in rows])
+
+    was_training = model.training
+    model.eval()
+    device = model.get_input_embeddings().weight.device
+    total, count = 0.0, 0.0
+    try:
+        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+            inputs = {k: batch[k].to(device) for k in _BATCH_KEYS if batch.get(k) is not None}
+            loss_sum, n = lm_loss_sum(model, **inputs)
+            total += loss_sum.item()
+            count += n.item()
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError(
+            "eval_dataset has no token to predict: allowed a dataset with at least one row of 2+ tokens"
+        )
+    return total / count
 
 
 def _fresh_copy(model: nn.Module) -> nn.Module:
