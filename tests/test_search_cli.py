@@ -57,9 +57,17 @@ def test_search_cli_writes_ranking_card_and_model(tiny_folder, tmp_path, capsys)
         "search", str(folder), "--target_params", "50%", "--data", str(data), "--output", str(out),
         "--steps_per_candidate", "2", "--max_candidates", "3", "--seq_len", "16", "--calibration_samples", "4",
         "--per_device_train_batch_size", "2", "--eval_fraction", "0.2", "--output_dir", str(tmp_path / "runs"),
-        "--disable_tqdm", "true",
+        "--disable_tqdm", "true", "--gradient_accumulation_steps", "2",
     ])  # fmt: skip
     assert status == 0
+    record = json.loads((out / "hf_minitron.json").read_text())
+    assert (
+        record["distillation"]["tokens"] == 2 * 2 * 2 * 16
+    )  # steps x batch x accumulation x seq_len (1 process)
+    progress = json.loads((tmp_path / "runs" / "search_progress.json").read_text())
+    assert {r["name"] for r in progress["ranking"]} == {
+        r["name"] for r in json.loads((out / "search_results.json").read_text())["ranking"]
+    }
     ranking = json.loads((out / "search_results.json").read_text())
     assert 1 <= len(ranking["ranking"]) <= 3
     for row in ranking["ranking"]:

@@ -189,7 +189,14 @@ def run(args: argparse.Namespace) -> int:
         seed=dist_args.seed,
     )
     best, student = result.ranking[0], result.best_model
-    tokens = search_args.steps_per_candidate * dist_args.per_device_train_batch_size * seq_len
+    # Tokens per candidate: every optimizer step sees per-device batch x accumulation x processes blocks.
+    tokens = (
+        search_args.steps_per_candidate
+        * dist_args.per_device_train_batch_size
+        * dist_args.gradient_accumulation_steps
+        * dist_args.world_size
+        * seq_len
+    )
     record = {
         "model_name": output.name,
         "base_model": model_args.model_name_or_path,
@@ -212,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
                     "steps_per_candidate": search_args.steps_per_candidate,
                     "learning_rate": dist_args.learning_rate,
                     "per_device_train_batch_size": dist_args.per_device_train_batch_size,
+                    "gradient_accumulation_steps": dist_args.gradient_accumulation_steps,
+                    "world_size": dist_args.world_size,
                 },
             }
             if search_args.steps_per_candidate
@@ -238,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(card, _with_search_section(card.read_text(encoding="utf-8"), result))
     print_json({"output": str(output), "best": best.candidate.to_dict(), "best_loss": best.loss,
                 "ranking_changed": result.ranking_changed, "candidates": len(result.ranking),
+                "failed": [{"name": f.candidate.name, "error": f.error} for f in result.failures],
                 "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
     return 0
 
