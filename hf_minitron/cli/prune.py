@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -75,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     if importance_file:
         scores = ImportanceScores.load(_importance_file(importance_file))
         scores.check_compatible(model.config)
+        stored = (scores.metadata or {}).get("importance")
+        if stored in IMPORTANCE_CRITERIA:  # record the criterion that produced the scores, not a default
+            config = dataclasses.replace(config, importance=stored)
         calibration = scores.metadata.get("calibration_data", f"(scores from {importance_file})")
     else:
         if not calibration:
