@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -101,18 +102,17 @@ def perplexity_on_blocks(
 def evaluate_perplexity(
     model: Any,
     tokenizer: Any,
-    texts: list[str],
+    texts: Iterable[str],
     seq_len: int = 2048,
     batch_size: int = 8,
     max_blocks: int | None = None,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Perplexity on held-out documents: packed into blocks of `seq_len` tokens (EOS between documents)."""
+    """Perplexity on held-out documents (a list or a stream, read only up to `max_blocks` blocks): packed into
+    blocks of `seq_len` tokens (EOS between documents)."""
     from hf_minitron.data import tokenize_and_pack
 
-    blocks = tokenize_and_pack(texts, tokenizer, seq_len)
-    if max_blocks is not None:
-        blocks = blocks[:max_blocks]
+    blocks = tokenize_and_pack(texts, tokenizer, seq_len, max_blocks)
     return perplexity_on_blocks(model, blocks, batch_size=batch_size, progress=progress)
 
 

@@ -48,7 +48,7 @@ def _update_card(folder: Path, data: str, split: str, results: dict) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer
-    from hf_minitron.data import load_texts
+    from hf_minitron.data import iter_texts, load_texts
     from hf_minitron.evaluation import evaluate_perplexity, run_lm_eval
     from hf_minitron.io import atomic_write_text
 
@@ -66,7 +66,14 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args)
     results: dict = {"model": model_args.model_name_or_path}
     if eval_args.data:
-        texts = load_texts(eval_args.data, eval_args.split, eval_args.text_column, eval_args.dataset_config)
+        if eval_args.max_blocks is None:
+            texts = load_texts(
+                eval_args.data, eval_args.split, eval_args.text_column, eval_args.dataset_config
+            )
+        else:  # streamed until enough blocks exist
+            texts = iter_texts(
+                eval_args.data, eval_args.split, eval_args.text_column, eval_args.dataset_config
+            )
         seq_len = cap_seq_len(eval_args.seq_len, model)
         ppl = evaluate_perplexity(
             model, tokenizer, texts, seq_len, eval_args.batch_size, eval_args.max_blocks

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from hf_minitron import estimate_importance, prune_model
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer, print_json
     from hf_minitron.config import PruningConfig
-    from hf_minitron.data import calibration_batches, load_texts
+    from hf_minitron.data import calibration_batches, iter_texts
     from hf_minitron.hub import architecture_summary, base_model_license, recorded_command, write_model_card
     from hf_minitron.importance import ImportanceScores
     from hf_minitron.io import atomic_output_dir
@@ -85,11 +86,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(
                 "calibration text is required: --calibration_data PATH_OR_DATASET (or --data, or --importance FILE)"
             )
-        texts = load_texts(
-            calibration,
-            data_args.data_split,
-            data_args.text_column,
-            data_args.dataset_config,
+        # Streamed: a `datasets` name is read only until enough blocks exist.
+        texts = itertools.islice(
+            iter_texts(calibration, data_args.data_split, data_args.text_column, data_args.dataset_config),
             data_args.max_texts,
         )
         batches = calibration_batches(

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hf_minitron import PruningConfig, estimate_importance
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer, print_json
-    from hf_minitron.data import calibration_batches, load_texts, pack_texts
+    from hf_minitron.data import calibration_batches, iter_texts, load_texts, pack_texts
     from hf_minitron.distillation import DistillationArguments
     from hf_minitron.hub import architecture_summary, base_model_license, recorded_command, write_model_card
     from hf_minitron.io import atomic_output_dir, atomic_write_text
@@ -160,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
         texts, eval_texts = texts[:-n_eval], texts[-n_eval:]
     train_dataset = pack_texts(texts, tokenizer, seq_len)
     eval_dataset = pack_texts(eval_texts, tokenizer, seq_len)
-    calibration_texts = (
-        load_texts(
+    calibration_texts = (  # streamed: a `datasets` name is read only until enough blocks exist
+        iter_texts(
             data_args.calibration_data, data_args.data_split, data_args.text_column, data_args.dataset_config
         )
         if data_args.calibration_data
