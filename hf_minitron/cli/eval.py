@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _update_card(folder: Path, data: str, split: str, results: dict) -> bool:
-    from hf_minitron.hub import load_record, write_model_card
+    from hf_minitron.hub import load_record, public_record, write_model_card
 
     record = load_record(folder)
     if record is None:
@@ -39,9 +39,10 @@ def _update_card(folder: Path, data: str, split: str, results: dict) -> bool:
     for task, metrics in results.get("tasks", {}).items():
         for metric, value in metrics.items():
             new.append({"dataset": task, "metric": metric, "value": value, "dataset_type": task})
-    keys = {(e["dataset"], e["metric"]) for e in new}
-    kept = [e for e in record.get("evaluations", []) if (e["dataset"], e["metric"]) not in keys]
-    record["evaluations"] = kept + new
+    # Compared as written (a local path becomes its file name), so a rerun replaces its earlier result.
+    record = public_record({**record, "evaluations": [*record.get("evaluations", []), *new]})
+    latest = {(e["dataset"], e["metric"]): e for e in record["evaluations"]}
+    record["evaluations"] = list(latest.values())
     write_model_card(folder, record)
     return True
 
