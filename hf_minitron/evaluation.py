@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -51,15 +52,31 @@ def lm_loss_sum(
         if attention_mask is not None:
             mask = attention_mask.to(hidden.device).bool()
             valid = mask[:, 1:] & mask[:, :-1]
-    head = logit_head(model)
     states, targets = hidden[valid], targets[valid]
-    chunk_size = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // head.weight.shape[0])
-    total = torch.zeros((), dtype=torch.float32, device=head.weight.device)
-    for start in range(0, len(targets), chunk_size):
-        logits = head.logits(states[start : start + chunk_size].to(head.weight.device))
-        y = targets[start : start + chunk_size].to(logits.device)
-        total += (torch.logsumexp(logits, dim=-1) - logits.gather(1, y[:, None]).squeeze(1)).sum()
+    with _materialized(base_model(model).get_output_embeddings()):
+        head = logit_head(model)
+        chunk_size = chunk_size or max(1, DEFAULT_CHUNK_ELEMENTS // head.weight.shape[0])
+        total = torch.zeros((), dtype=torch.float32, device=head.weight.device)
+        for start in range(0, len(targets), chunk_size):
+            logits = head.logits(states[start : start + chunk_size].to(head.weight.device))
+            y = targets[start : start + chunk_size].to(logits.device)
+            total += (torch.logsumexp(logits, dim=-1) - logits.gather(1, y[:, None]).squeeze(1)).sum()
     return total, torch.tensor(float(len(targets)), device=total.device)
+
+
+@contextlib.contextmanager
+def _materialized(module: torch.nn.Module) -> Iterator[None]:
+    """A module dispatched by accelerate with offloaded weights (on the meta device) gets them on its execution
+    device for the block, as its own forward would (the head is used here without calling its forward)."""
+    hook = getattr(module, "_hf_hook", None)
+    if hook is None:
+        yield
+        return
+    hook.pre_forward(module)
+    try:
+        yield
+    finally:
+        hook.post_forward(module, None)
 
 
 @torch.no_grad()
