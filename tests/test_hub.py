@@ -126,6 +126,7 @@ def test_token_never_written_to_any_file(ws):
     text = all_files_text(ws["root"], skip_suffixes=PICKLE_SUFFIXES)
     for secret in SECRETS:
         assert secret not in text
+    assert not [p for p in (ws["root"] / "pruned").rglob("*") if p.suffix in PICKLE_SUFFIXES]  # prune: no pickle
     record = json.loads((ws["root"] / "model" / "hf_minitron.json").read_text())
     assert "--hub_token '<redacted>'" in record["commands"][-1]
     assert "--hub_token '<redacted>'" in (ws["root"] / "model" / "README.md").read_text()
