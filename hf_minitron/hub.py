@@ -25,6 +25,7 @@ __all__ = [
     "list_upload_files",
     "load_record",
     "public_record",
+    "public_text",
     "push_folder",
     "recorded_command",
     "redact",
@@ -142,7 +143,8 @@ def _is_local(value: str) -> bool:
         return True
 
 
-def _public_text(text: str, tokens: list[str]) -> str:
+def public_text(text: str, tokens: list[str] | None = None) -> str:
+    """`text` fit for upload: tokens redacted (`redact`), every absolute path cut to its last component."""
     return _ABS_PATH.sub(lambda m: Path(m.group(0).rstrip("/")).name or m.group(0), redact(text, tokens))
 
 
@@ -153,7 +155,7 @@ def public_record(record: dict[str, Any]) -> dict[str, Any]:
 
     def clean(value):
         if isinstance(value, str):
-            return _public_text(value, tokens)
+            return public_text(value, tokens)
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):

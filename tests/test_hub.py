@@ -126,7 +126,9 @@ def test_token_never_written_to_any_file(ws):
     text = all_files_text(ws["root"], skip_suffixes=PICKLE_SUFFIXES)
     for secret in SECRETS:
         assert secret not in text
-    assert not [p for p in (ws["root"] / "pruned").rglob("*") if p.suffix in PICKLE_SUFFIXES]  # prune: no pickle
+    assert not [
+        p for p in (ws["root"] / "pruned").rglob("*") if p.suffix in PICKLE_SUFFIXES
+    ]  # prune: no pickle
     record = json.loads((ws["root"] / "model" / "hf_minitron.json").read_text())
     assert "--hub_token '<redacted>'" in record["commands"][-1]
     assert "--hub_token '<redacted>'" in (ws["root"] / "model" / "README.md").read_text()
@@ -243,6 +245,16 @@ def test_cards_and_records_hold_no_machine_path_and_metadata_names_hub_ids_only(
     assert "model-index" not in data and not data.get("datasets")  # every input was a local file
     assert "base_model" not in data
     assert "`held.txt`" in card.text and "train.txt" in card.text  # described by their file names
+
+
+def test_no_uploaded_file_holds_a_machine_path(ws, monkeypatch):
+    hub = FakeHub(monkeypatch)
+    for folder in ("pruned", "model"):
+        assert main(["push", str(ws["root"] / folder), "--repo-id", f"me/{folder}"]) == 0
+    for commit in hub.commits:
+        assert "importance.safetensors" in commit["files"] or "model.safetensors" in commit["files"]
+        for name, content in commit["files"].items():
+            assert str(ws["root"]).encode() not in content, name
 
 
 def test_model_index_keeps_hub_ids_and_drops_local_files(tmp_path):

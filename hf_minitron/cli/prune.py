@@ -52,7 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer, print_json
     from hf_minitron.config import PruningConfig
     from hf_minitron.data import calibration_batches, iter_texts
-    from hf_minitron.hub import architecture_summary, base_model_license, recorded_command, write_model_card
+    from hf_minitron.hub import (
+        architecture_summary,
+        base_model_license,
+        public_text,
+        recorded_command,
+        write_model_card,
+    )
     from hf_minitron.importance import ImportanceScores
     from hf_minitron.io import atomic_output_dir
 
@@ -99,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
             logger.warning("calibration text gives %d blocks of %d tokens (asked for %d)", n_samples, seq_len,
                            data_args.calibration_samples)  # fmt: skip
         scores = estimate_importance(model, batches, config)
-        scores.metadata = {**(scores.metadata or {}), "calibration_data": str(calibration),
+        # Saved with the scores (and uploaded by push): the data's name, never a machine path.
+        scores.metadata = {**(scores.metadata or {}), "calibration_data": public_text(str(calibration)),
                            "calibration_samples": n_samples, "seq_len": seq_len}  # fmt: skip
     with torch.no_grad():
         model = prune_model(model, config, scores)

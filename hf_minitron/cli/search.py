@@ -235,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         ],  # fmt: skip
         "datasets": [data_args.data] if not Path(data_args.data).exists() else [],
         "search": result.to_dict(),
-        "commands": [recorded_command()],
+        "commands": [recorded_command(getattr(args, "_command_line", None))],
     }
     with atomic_output_dir(output) as tmp:
         result.save(tmp / RANKING_NAME)
