@@ -12,6 +12,7 @@ from transformers import AutoModelForCausalLM
 
 from hf_minitron import PruningConfig, estimate_importance, prune_model
 from hf_minitron.search import SearchResult, count_parameters, search_architectures
+from hf_minitron.search.run import evaluate_lm_loss
 
 
 def _blocks(n, seed, seq_len=16):
@@ -150,8 +151,14 @@ def test_results_are_written_as_each_candidate_ends_and_a_rerun_resumes(setup, t
     monkeypatch.setattr(
         pruning, "prune_model", lambda m, c, s: calls.append(c.hidden_size) or real_prune(m, c, s)
     )
-    resumed = search_architectures(model, scores, target, **kwargs)
-    assert len(calls) == 2  # the failed candidate is retried, the finished one is not
+    resumed = search_architectures(model, scores, target, keep_best_model=True, **kwargs)
+    assert calls[:2] == [c.hidden_size for c in candidates[1:]]  # the finished one is not redone...
+    assert len(calls) == 2 + (resumed.ranking[0].candidate.name == candidates[0].name)  # ...unless it is the best
+    best = resumed.best_model  # rebuilt when the best was finished by the first run
+    assert (
+        best is not None and best.config.num_hidden_layers == resumed.ranking[0].candidate.num_hidden_layers
+    )
+    assert evaluate_lm_loss(best, kwargs["eval_dataset"]) == pytest.approx(resumed.ranking[0].loss)
     fresh = search_architectures(model, scores, target, **{**kwargs, "results_file": tmp_path / "other.json"})
     assert [(r.candidate.name, r.loss) for r in resumed.ranking] == [
         (r.candidate.name, r.loss) for r in fresh.ranking
