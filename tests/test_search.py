@@ -152,8 +152,9 @@ def test_results_are_written_as_each_candidate_ends_and_a_rerun_resumes(setup, t
         pruning, "prune_model", lambda m, c, s: calls.append(c.hidden_size) or real_prune(m, c, s)
     )
     resumed = search_architectures(model, scores, target, keep_best_model=True, **kwargs)
-    assert calls[:2] == [c.hidden_size for c in candidates[1:]]  # the finished one is not redone...
-    assert len(calls) == 2 + (resumed.ranking[0].candidate.name == candidates[0].name)  # ...unless it is the best
+    # The finished candidate is not redone, unless it is the best (then its model is rebuilt).
+    assert calls[:2] == [c.hidden_size for c in candidates[1:]]
+    assert len(calls) == 2 + (resumed.ranking[0].candidate.name == candidates[0].name)
     best = resumed.best_model  # rebuilt when the best was finished by the first run
     assert (
         best is not None and best.config.num_hidden_layers == resumed.ranking[0].candidate.num_hidden_layers
