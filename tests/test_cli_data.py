@@ -198,3 +198,29 @@ def test_pack_in_batches_equals_one_call(tokenizer):
     n = len(ids) // 32
     assert blocks.tolist() == torch.tensor(ids[: n * 32]).view(n, 32).tolist()
     assert tokenize_and_pack(iter(texts), tokenizer, seq_len=32, max_blocks=3).tolist() == blocks[:3].tolist()
+
+
+def test_prune_and_eval_clis_stream_a_dataset_name(tmp_path, monkeypatch, capsys):
+    from cli_fixtures import make_workspace, prune_args
+
+    from hf_minitron.cli import main
+
+    ws = make_workspace(tmp_path)
+    state = _fake_hub_dataset(monkeypatch)
+    args = prune_args(ws, tmp_path / "pruned")
+    args[args.index("--calibration-data") + 1] = "someone/big-corpus"
+    assert main(args) == 0
+    assert (
+        state["streaming"] is True and 0 < state["rows"] < 1_000
+    )  # 8 blocks of 32 tokens, not 100k documents
+    record = json.loads((tmp_path / "pruned" / "hf_minitron.json").read_text())
+    assert record["pruning"]["calibration_samples"] == 8 and record["datasets"] == ["someone/big-corpus"]
+    state["rows"] = 0
+    capsys.readouterr()
+    assert (
+        main(
+            ["eval", str(ws["model"]), "--data", "someone/big-corpus", "--seq-len", "32", "--max-blocks", "3"]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["blocks"] == 3 and 0 < state["rows"] < 1_000
