@@ -28,9 +28,17 @@ def _offloaded(model, tmp_path, offload_head: bool):
     return dispatched
 
 
-def _assert_same(got, ref):
-    for name in AXES:
-        torch.testing.assert_close(getattr(got, name), getattr(ref, name), msg=name)
+def _scored(scores) -> dict[str, torch.Tensor]:
+    """Every scored tensor by name (the named axes, or all dimension groups where scores keep a `tensors` dict)."""
+    names = set(AXES) | set(getattr(scores, "tensors", None) or {})
+    return {n: getattr(scores, n) for n in sorted(names) if getattr(scores, n) is not None}
+
+
+def _assert_same(got, ref, **tolerance):
+    got, ref = _scored(got), _scored(ref)
+    assert set(got) == set(ref) and ref
+    for name in ref:
+        torch.testing.assert_close(got[name], ref[name], msg=name, **tolerance)
 
 
 @pytest.mark.parametrize(
@@ -53,11 +61,7 @@ def test_offloaded_model_gives_the_same_activation_scores(config, tmp_path, monk
     monkeypatch.setattr(TokenMask, "get", lambda self, device: seen.append(device) or get(self, device))
     got = estimate_importance(_offloaded(model, tmp_path, offload_head=True), batches, config)
     assert seen  # the per-device mask path ran
-    for name in AXES:
-        if getattr(ref, name) is None:
-            assert getattr(got, name) is None
-        else:
-            torch.testing.assert_close(getattr(got, name), getattr(ref, name), msg=name)
+    _assert_same(got, ref)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU for a CUDA + CPU split")
@@ -80,5 +84,4 @@ def test_cuda_and_cpu_split_gives_the_same_scores():
         )
         got = estimate_importance(dispatched, batches, config)
     assert seen == {"cuda", "cpu"}
-    for name in AXES:
-        torch.testing.assert_close(getattr(got, name), getattr(ref, name), msg=name, rtol=1e-4, atol=1e-5)
+    _assert_same(got, ref, rtol=1e-4, atol=1e-5)
