@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -42,7 +43,10 @@ def lm_loss_sum(
 
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
     inputs = {k: v for k, v in inputs.items() if v is not None}
-    hidden = base_model(model).get_decoder()(**inputs, use_cache=False).last_hidden_state[:, :-1]
+    last_hidden = base_model(model).get_decoder()(**inputs, use_cache=False).last_hidden_state
+    if model not in _HEAD_CHECKED:
+        _check_head(model, inputs, last_hidden[:1, -1])
+    hidden = last_hidden[:, :-1]
     if labels is not None:
         targets = labels[:, 1:].to(hidden.device)
         valid = targets != -100
@@ -62,6 +66,34 @@ def lm_loss_sum(
             y = targets[start : start + chunk_size].to(logits.device)
             total += (torch.logsumexp(logits, dim=-1) - logits.gather(1, y[:, None]).squeeze(1)).sum()
     return total, torch.tensor(float(len(targets)), device=total.device)
+
+
+# Models whose chunked head was checked against their own forward (once per model object).
+_HEAD_CHECKED: weakref.WeakSet = weakref.WeakSet()
+
+
+def _check_head(model: Any, inputs: dict[str, torch.Tensor], last_state: torch.Tensor) -> None:
+    """Refuse a model whose forward turns hidden states into logits otherwise than `lm_head` with the known
+    scale and soft-cap (e.g. a multiplier of a family hf-minitron does not know): its loss would be silently wrong.
+    One forward of one sequence, keeping the logits of its last position only."""
+    from hf_minitron.distillation.modeling import base_model, logit_head
+
+    row = {k: v[:1] for k, v in inputs.items()}
+    try:
+        expected = model(**row, logits_to_keep=1, use_cache=False).logits[0, -1].float()
+    except TypeError:  # a forward without logits_to_keep
+        expected = model(**row, use_cache=False).logits[0, -1].float()
+    with _materialized(base_model(model).get_output_embeddings()):
+        head = logit_head(model)
+        got = head.logits(last_state.to(head.weight.device))[0].to(expected.device)
+    error = (got - expected).abs().max().item()
+    if error > 1e-2 * max(1.0, expected.abs().max().item()):
+        raise ValueError(
+            f"{type(model).__name__}: lm_head with scale {head.scale} and softcap {head.softcap} does not reproduce "
+            f"the model's logits (max difference {error:.3g}): this family transforms its logits in a way "
+            "hf-minitron does not know, so its LM loss cannot be computed from hidden states"
+        )
+    _HEAD_CHECKED.add(model)
 
 
 @contextlib.contextmanager

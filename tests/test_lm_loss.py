@@ -62,8 +62,9 @@ def test_transform_matters():
 def test_no_full_logits_are_built():
     model = tiny_model("llama")
 
-    def refuse(*args):
-        raise AssertionError("the lm_head module ran: full logits for the whole batch")
+    def refuse(module, inputs, output):  # the one-position check of the head (_check_head) is fine
+        if inputs[0].shape[-2] > 1:
+            raise AssertionError("the lm_head module ran on the batch: full logits")
 
     model.lm_head.register_forward_hook(refuse)
     blocks = torch.cat([b["input_ids"] for b in random_batches(2, batch_size=2, seq_len=10)])
@@ -102,3 +103,17 @@ def test_padding_and_ignored_labels_do_not_count():
         for i, m, y in zip(batch["input_ids"], batch["attention_mask"], labels)
     ]
     assert evaluate_lm_loss(model, rows) == pytest.approx(expected, rel=1e-5)
+
+
+def test_an_unknown_logit_transform_is_refused():
+    """A forward that scales its logits in a way the chunked head does not know (here: the head would apply
+    Granite's logits_scaling, which Llama's forward ignores) must not give a silently wrong loss."""
+    model = tiny_model("llama")
+    model.config.logits_scaling = 4.0
+    (batch,) = random_batches(1)
+    with pytest.raises(ValueError, match="does not reproduce the model's logits"):
+        lm_loss_sum(model, batch["input_ids"], batch["attention_mask"])
+    del model.config.logits_scaling
+    lm_loss_sum(model, batch["input_ids"], batch["attention_mask"])  # checked once, then cached
+    model.forward = None  # a second call must not run the forward again
+    lm_loss_sum(model, batch["input_ids"], batch["attention_mask"])
