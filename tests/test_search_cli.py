@@ -92,3 +92,22 @@ def test_search_cli_refuses_impossible_budget(tiny_folder, tmp_path, capsys):
     assert status == 2
     assert "larger than the model" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_search_cli_rerun_resumes_finished_candidates(tiny_folder, tmp_path, monkeypatch):
+    import hf_minitron.pruning as pruning
+
+    folder, data, _ = tiny_folder
+    args = ["search", str(folder), "--target_params", "50%", "--data", str(data), "--output", str(tmp_path / "out"),
+            "--steps_per_candidate", "0", "--max_candidates", "3", "--seq_len", "16", "--calibration_samples", "4",
+            "--eval_fraction", "0.2"]  # fmt: skip
+    assert main(args) == 0
+    first = json.loads((tmp_path / "out" / "search_results.json").read_text())
+    real_prune, calls = pruning.prune_model, []
+    monkeypatch.setattr(pruning, "prune_model", lambda *a: calls.append(1) or real_prune(*a))
+    assert main(args) == 0  # same output: the progress file in out-runs/ is found
+    assert len(calls) == 1  # only the best model is rebuilt; no candidate is pruned and evaluated again
+    again = json.loads((tmp_path / "out" / "search_results.json").read_text())
+    assert [(r["name"], r["loss_after_pruning"]) for r in again["ranking"]] == [
+        (r["name"], r["loss_after_pruning"]) for r in first["ranking"]
+    ]
