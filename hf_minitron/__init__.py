@@ -6,6 +6,29 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+# The transformers floor declared in pyproject.toml (tests/test_dependencies.py keeps them equal).
+MIN_TRANSFORMERS_VERSION = "5.23.0"
+
+
+def _check_transformers(version: str | None = None) -> None:
+    """Refuse, at import, a transformers older than the floor (it would fail later, deep inside a run)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    from packaging.version import Version
+
+    try:
+        version = version or installed("transformers")
+    except PackageNotFoundError:
+        return  # not installed: the first transformers import says so
+    if Version(version) < Version(MIN_TRANSFORMERS_VERSION):
+        raise ImportError(
+            f"hf-minitron needs transformers>={MIN_TRANSFORMERS_VERSION},<6 (found {version}): "
+            f"pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION},<6'"
+        )
+
+
+_check_transformers()
 
 # Public name -> submodule that defines it; imported on first access so that
 # `import hf_minitron` stays cheap and the CLI starts fast.

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
+import re
 import shlex
 import sys
 from importlib import resources
@@ -14,13 +16,19 @@ from typing import Any
 from hf_minitron.io import atomic_write_text
 
 __all__ = [
+    "PICKLE_SUFFIXES",
     "RECORD_NAME",
+    "active_tokens",
     "architecture_summary",
     "base_model_license",
+    "check_no_token",
     "list_upload_files",
     "load_record",
+    "public_record",
+    "public_text",
     "push_folder",
     "recorded_command",
+    "redact",
     "render_model_card",
     "template_path",
     "write_model_card",
@@ -33,6 +41,16 @@ BASE_TAGS = ["pruned", "minitron", "hf-minitron"]
 # Never uploaded: version control, caches, staging folders of hf_minitron.io and training checkpoints.
 _IGNORED_PARTS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints"}
 _IGNORED_PREFIXES = ("checkpoint-", ".")
+# Pickles run code when loaded: never uploaded (training_args.bin, optimizer / scheduler / RNG states, .bin weights).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
+REDACTED = "<redacted>"
+# A Hugging Face access token (`hf_` and 34 letters/digits today); a flag whose name ends in "token" carries one.
+_TOKEN_PATTERN = re.compile(r"hf_[A-Za-z0-9]{30,}")
+_TOKEN_FLAG = re.compile(r"^--?(?:[\w-]*[_-])?token$")
+# An absolute path (POSIX or `~`) inside a string; only its last component is kept in what is meant for upload.
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])(?:~|/)[^\s'\"`,;()\[\]]+")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?$")
+_DATA_SUFFIXES = (".txt", ".md", ".rst", ".json", ".jsonl", ".parquet", ".csv", ".tsv", ".arrow")
 
 
 def template_path() -> Path:
@@ -65,18 +83,103 @@ def architecture_summary(model_or_config: Any) -> dict[str, Any]:
     return summary
 
 
+def active_tokens(token: str | None = None) -> list[str]:
+    """Every Hub token this process could use: `token`, `HF_TOKEN`, `HUGGING_FACE_HUB_TOKEN`, the stored login(s)."""
+    found = [token, os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]
+    try:  # read the files directly: `get_token()` may refresh or exchange a token over the network
+        from huggingface_hub import constants
+        from huggingface_hub.utils import get_stored_tokens
+
+        path = Path(constants.HF_TOKEN_PATH)
+        if path.is_file():
+            found.append(path.read_text(encoding="utf-8"))
+        found.extend(get_stored_tokens().values())
+    except Exception:  # an unreadable token file holds nothing we could leak
+        pass
+    return sorted({t.strip() for t in found if t and len(t.strip()) >= 8}, key=len, reverse=True)
+
+
+def redact(text: str, tokens: list[str] | None = None) -> str:
+    """`text` with every known token (see `active_tokens`) and anything shaped like an `hf_` token replaced."""
+    for secret in active_tokens() if tokens is None else tokens:
+        text = text.replace(secret, REDACTED)
+    return _TOKEN_PATTERN.sub(REDACTED, text)
+
+
 def recorded_command(argv: list[str] | None = None) -> str:
-    """The command line that is running, quoted for a shell, with any Hugging Face token value redacted."""
+    """The command line that is running, quoted for a shell, with every token redacted.
+
+    The value of any flag named like a token (`--hub_token`, `--hub-token`, `--token`, `--token=...`), the
+    active tokens (`active_tokens`) and anything shaped like an `hf_` token become `<redacted>`.
+    """
     argv = list(sys.argv if argv is None else argv)
     if argv and os.path.basename(argv[0]) in ("hf-minitron", "__main__.py"):
         argv[0] = "hf-minitron"
-    secrets = [v for v in (os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")) if v]
-    out = []
+    tokens = active_tokens()
+    out, hide_next = [], False
     for arg in argv:
-        for secret in secrets:
-            arg = arg.replace(secret, "<redacted>")
-        out.append(arg)
+        if hide_next and not arg.startswith("--"):
+            out.append(REDACTED)
+            hide_next = False
+            continue
+        hide_next = False
+        flag, eq, _ = arg.partition("=")
+        if arg.startswith("-") and _TOKEN_FLAG.match(flag):
+            if eq:
+                arg = f"{flag}={REDACTED}"
+            else:
+                hide_next = True
+        out.append(redact(arg, tokens))
     return shlex.join(out)
+
+
+def _is_local(value: str) -> bool:
+    """Whether a data or model name is a file or folder of this machine rather than a Hub id."""
+    if not _HUB_ID.match(value) or value.lower().endswith(_DATA_SUFFIXES):
+        return True
+    try:
+        return Path(value).expanduser().exists()
+    except OSError:
+        return True
+
+
+def public_text(text: str, tokens: list[str] | None = None) -> str:
+    """`text` fit for upload: tokens redacted (`redact`), every absolute path cut to its last component."""
+    return _ABS_PATH.sub(lambda m: Path(m.group(0).rstrip("/")).name or m.group(0), redact(text, tokens))
+
+
+def public_record(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a run record fit for upload: tokens redacted, absolute paths cut to their last component,
+    local data sets marked `local` (kept out of the Hub metadata), `datasets` limited to Hub ids."""
+    tokens = active_tokens()
+
+    def clean(value):
+        if isinstance(value, str):
+            return public_text(value, tokens)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        return value
+
+    record = dict(record)
+    evaluations = []
+    for ev in record.get("evaluations") or []:
+        ev = dict(ev)
+        if ev.get("local") or _is_local(str(ev.get("dataset", ""))):
+            ev["local"] = True
+            ev.pop("dataset_type", None)
+        elif ev.get("dataset_type") and _is_local(str(ev["dataset_type"])):
+            ev.pop("dataset_type")
+        evaluations.append(ev)
+    if "evaluations" in record:
+        record["evaluations"] = evaluations
+    if "datasets" in record:
+        record["datasets"] = [d for d in record["datasets"] or [] if d and not _is_local(str(d))]
+    base = record.get("base_model")
+    if base and _is_local(str(base)):
+        record["base_model_on_hub"] = False
+    return clean(record)
 
 
 def base_model_license(model_name_or_path: str) -> str | None:
@@ -130,6 +233,8 @@ def _eval_results(record: dict[str, Any]):
 
     results = []
     for ev in record.get("evaluations", []):
+        if ev.get("local"):  # a file of this machine: named in the card's text, not in the Hub metadata
+            continue
         results.append(
             EvalResult(
                 task_type=ev.get("task_type", "text-generation"),
@@ -150,10 +255,12 @@ def render_model_card(record: dict[str, Any], repo_id: str | None = None):
 
     The record is the dict hf-minitron keeps next to the model (`hf_minitron.json`): `base_model`, `license`,
     `architecture` (`before` / `after`, see `architecture_summary`), `pruning`, `distillation`, `evaluations`
-    (list of `{dataset, metric, value, split}`), `datasets`, `plot`, `commands`.
+    (list of `{dataset, metric, value, split}`), `datasets`, `plot`, `commands`. It is rendered through
+    `public_record`: no token, no absolute path, only Hub ids in the metadata.
     """
     from huggingface_hub import ModelCard, ModelCardData
 
+    record = public_record(record)
     name = record.get("model_name") or (repo_id.split("/")[-1] if repo_id else "pruned-model")
     base = record.get("base_model")
     tags = list(BASE_TAGS) + (["distilled"] if record.get("distillation") else [])
@@ -238,29 +345,62 @@ def render_model_card(record: dict[str, Any], repo_id: str | None = None):
 
 
 def write_model_card(folder: str | os.PathLike, record: dict[str, Any], repo_id: str | None = None) -> Path:
-    """Write `hf_minitron.json` and the rendered README.md into `folder`; returns the README path."""
+    """Write `hf_minitron.json` and the rendered README.md into `folder` (both through `public_record`); returns
+    the README path."""
     folder = Path(folder)
+    record = public_record(record)
     card = render_model_card(record, repo_id=repo_id)
     atomic_write_text(folder / RECORD_NAME, json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
     atomic_write_text(folder / "README.md", str(card))
     return folder / "README.md"
 
 
-def list_upload_files(folder: str | os.PathLike) -> list[tuple[str, int]]:
-    """Files `push_folder` uploads: `(path in repo, size in bytes)`, sorted; hidden files and checkpoints skipped."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root} is not a folder")
-    files = []
+def _scan_folder(root: Path) -> tuple[list[tuple[str, int]], list[dict[str, str]]]:
+    files, skipped = [], []
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         if any(p in _IGNORED_PARTS or p.startswith(_IGNORED_PREFIXES) for p in rel.parts):
             continue
-        if path.is_file():
-            files.append((rel.as_posix(), path.stat().st_size))
+        if not path.is_file():
+            continue
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            skipped.append({"path": rel.as_posix(), "reason": "pickle (runs code when loaded)"})
+            continue
+        files.append((rel.as_posix(), path.stat().st_size))
+    return files, skipped
+
+
+def list_upload_files(folder: str | os.PathLike) -> list[tuple[str, int]]:
+    """Files `push_folder` uploads: `(path in repo, size in bytes)`, sorted; hidden files, checkpoints and
+    pickles (`PICKLE_SUFFIXES`, e.g. `training_args.bin`, `optimizer.pt`) skipped."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} is not a folder")
+    files, _ = _scan_folder(root)
     if not files:
         raise ValueError(f"{root} has no files to upload")
     return files
+
+
+def _contains(path: Path, secrets: list[bytes]) -> bool:
+    """Whether a file holds one of `secrets` (memory-mapped: weights are not read into memory)."""
+    if path.stat().st_size == 0:
+        return False
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        return any(data.find(secret) != -1 for secret in secrets)
+
+
+def check_no_token(folder: str | os.PathLike, paths: list[str], token: str | None = None) -> None:
+    """Raise ValueError when one of `paths` (relative to `folder`) holds an active Hub token (`active_tokens`)."""
+    secrets = [t.encode() for t in active_tokens(token)]
+    if not secrets:
+        return
+    leaked = [p for p in paths if _contains(Path(folder) / p, secrets)]
+    if leaked:
+        raise ValueError(
+            f"refusing to upload: {', '.join(leaked)} contain(s) your Hugging Face token; delete the token from "
+            "these files (or the files) and push again"
+        )
 
 
 def push_folder(
@@ -270,15 +410,18 @@ def push_folder(
     commit_message: str | None = None,
     dry_run: bool = False,
     revision: str | None = None,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Upload a model folder to the Hub as one commit (the repo is created if needed).
 
-    The model card is re-rendered for `repo_id` first (usage snippet). The token comes from the usual
-    Hugging Face login or `HF_TOKEN`; it is never written to a file or logged. With `dry_run=True` nothing
-    touches the network and the files that would be uploaded are returned.
+    The model card is re-rendered for `repo_id` first (usage snippet). The token is `token`, or the usual
+    Hugging Face login or `HF_TOKEN`; it is never written to a file or logged. Pickles (`PICKLE_SUFFIXES`)
+    are never uploaded (listed in `skipped`), and nothing is uploaded when a file holds an active token.
+    With `dry_run=True` nothing touches the network and the files that would be uploaded are returned.
 
     Returns:
-        `dict` with `repo_id`, `files` (list of `{path, size}`), and, unless `dry_run`, `commit_url` and `commit_oid`.
+        `dict` with `repo_id`, `files` (list of `{path, size}`), `skipped` (list of `{path, reason}`), and,
+        unless `dry_run`, `commit_url` and `commit_oid`.
     """
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -287,11 +430,19 @@ def push_folder(
     if record is not None and not dry_run:
         write_model_card(folder, record, repo_id=repo_id)
     files = list_upload_files(folder)
-    result: dict[str, Any] = {"repo_id": repo_id, "files": [{"path": p, "size": s} for p, s in files]}
+    _, skipped = _scan_folder(folder)
+    for entry in skipped:
+        logger.warning("not uploading %s: %s", entry["path"], entry["reason"])
+    check_no_token(folder, [p for p, _ in files], token)
+    result: dict[str, Any] = {
+        "repo_id": repo_id,
+        "files": [{"path": p, "size": s} for p, s in files],
+        "skipped": skipped,
+    }
     if dry_run:
         result["dry_run"] = True
         return result
-    api = HfApi()
+    api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=str(folder / p)) for p, _ in files]
     info = api.create_commit(

@@ -63,10 +63,12 @@ def distill_args(ws: dict[str, Path], student: Path, output: Path, *extra: str) 
     ]  # fmt: skip
 
 
-def all_files_text(root: Path) -> str:
-    """Every file under `root` decoded leniently, to search for leaked secrets."""
+def all_files_text(root: Path, skip_suffixes: tuple[str, ...] = ()) -> str:
+    """Every file under `root` (but those ending in `skip_suffixes`) decoded leniently, to search for leaked secrets."""
     chunks = []
     for dirpath, _, filenames in os.walk(root):
         for name in filenames:
+            if name.endswith(skip_suffixes):
+                continue
             chunks.append(Path(dirpath, name).read_bytes().decode("utf-8", "replace"))
     return "\n".join(chunks)

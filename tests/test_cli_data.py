@@ -123,3 +123,104 @@ def test_importance_scores_save_is_atomic(tmp_path, monkeypatch):
         ImportanceScores(channels=torch.zeros(4)).save(path)
     assert torch.equal(ImportanceScores.load(path).channels, torch.arange(4.0))
     assert [p.name for p in tmp_path.iterdir()] == ["scores.safetensors"]
+
+
+class CountingTokenizer:
+    """Wraps a tokenizer and records how many documents each call tokenizes."""
+
+    def __init__(self, tokenizer):
+        self.inner, self.calls = tokenizer, []
+        self.eos_token_id, self.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+
+    def __call__(self, texts, **kwargs):
+        self.calls.append(len(texts))
+        return self.inner(texts, **kwargs)
+
+
+def _fake_hub_dataset(monkeypatch, n_docs=100_000):
+    """`datasets.load_dataset` answering any name with a generator-backed stream (offline); counts rows read."""
+    import datasets
+
+    state = {"rows": 0, "streaming": None}
+
+    def rows():
+        for i in range(n_docs):
+            state["rows"] += 1
+            yield {"text": f"{DOCS[i % 3]} number {i}", "id": i}
+
+    def load_dataset(name, config=None, split=None, streaming=False, **kwargs):
+        state["streaming"] = streaming
+        if not streaming:
+            raise AssertionError("the whole split would be downloaded")
+        return datasets.IterableDataset.from_generator(rows)
+
+    monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    return state
+
+
+def test_calibration_from_a_dataset_name_streams_and_stops_early(tokenizer, monkeypatch):
+    from hf_minitron.data import iter_texts
+
+    state = _fake_hub_dataset(monkeypatch)
+    counting = CountingTokenizer(tokenizer)
+    batches = calibration_batches(
+        iter_texts("someone/big-corpus"), counting, num_samples=6, seq_len=16, batch_size=4
+    )
+    assert state["streaming"] is True
+    assert [len(b["input_ids"]) for b in batches] == [4, 2] and all(
+        b["attention_mask"].all() for b in batches
+    )
+    assert state["rows"] < 1_000  # not the 100k documents of the split
+    assert (
+        max(counting.calls) <= 256 and sum(counting.calls) < 1_000
+    )  # tokenized in batches, only what is needed
+    stream = []  # the blocks are the first 6 x 16 tokens of the EOS-joined documents
+    for i in range(20):
+        stream += tokenizer(f"{DOCS[i % 3]} number {i}", add_special_tokens=False).input_ids + [
+            tokenizer.eos_token_id
+        ]
+    assert torch.cat([b["input_ids"] for b in batches]).flatten().tolist() == stream[:96]
+
+
+def test_load_texts_with_max_texts_streams(monkeypatch):
+    state = _fake_hub_dataset(monkeypatch)
+    assert len(load_texts("someone/big-corpus", max_texts=5)) == 5 and state["rows"] <= 6
+
+
+def test_pack_in_batches_equals_one_call(tokenizer):
+    texts = [f"{DOCS[i % 3]} {i}" for i in range(700)]  # more than one tokenizer batch
+    counting = CountingTokenizer(tokenizer)
+    blocks = tokenize_and_pack(iter(texts), counting, seq_len=32)
+    assert len(counting.calls) == 3 and max(counting.calls) == 256
+    ids = []
+    for doc in tokenizer(texts, add_special_tokens=False).input_ids:
+        ids += doc + [tokenizer.eos_token_id]
+    n = len(ids) // 32
+    assert blocks.tolist() == torch.tensor(ids[: n * 32]).view(n, 32).tolist()
+    assert tokenize_and_pack(iter(texts), tokenizer, seq_len=32, max_blocks=3).tolist() == blocks[:3].tolist()
+
+
+def test_prune_and_eval_clis_stream_a_dataset_name(tmp_path, monkeypatch, capsys):
+    from cli_fixtures import make_workspace, prune_args
+
+    from hf_minitron.cli import main
+
+    ws = make_workspace(tmp_path)
+    state = _fake_hub_dataset(monkeypatch)
+    args = prune_args(ws, tmp_path / "pruned")
+    args[args.index("--calibration-data") + 1] = "someone/big-corpus"
+    assert main(args) == 0
+    assert (
+        state["streaming"] is True and 0 < state["rows"] < 1_000
+    )  # 8 blocks of 32 tokens, not 100k documents
+    record = json.loads((tmp_path / "pruned" / "hf_minitron.json").read_text())
+    assert record["pruning"]["calibration_samples"] == 8 and record["datasets"] == ["someone/big-corpus"]
+    state["rows"] = 0
+    capsys.readouterr()
+    assert (
+        main(
+            ["eval", str(ws["model"]), "--data", "someone/big-corpus", "--seq-len", "32", "--max-blocks", "3"]
+        )
+        == 0
+    )
+    assert json.loads(capsys.readouterr().out)["blocks"] == 3 and 0 < state["rows"] < 1_000

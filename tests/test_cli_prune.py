@@ -61,6 +61,44 @@ def test_prune_reuses_saved_importance_without_calibration(ws, pruned, tmp_path)
     assert (model.config.hidden_size, model.config.intermediate_size) == (64, 96)
 
 
+def test_prune_with_saved_scores_records_their_criterion(ws, tmp_path):
+    first, again = tmp_path / "magnitude", tmp_path / "again"
+    assert main(prune_args(ws, first, "--importance", "magnitude")) == 0
+    assert (
+        main(
+            [
+                "prune",
+                str(ws["model"]),
+                "--output",
+                str(again),
+                "--importance",
+                str(first),
+                "--hidden-size",
+                "32",
+            ]
+        )
+        == 0
+    )
+    record = json.loads((again / "hf_minitron.json").read_text())
+    assert record["pruning"]["config"]["importance"] == "magnitude"
+    assert record["pruning"]["importance"]["importance"] == "magnitude"
+    assert json.loads((again / "pruning_config.json").read_text())["importance"] == "magnitude"
+
+
+def test_cli_logs_info_only_with_verbose(ws, pruned, tmp_path, capsys):
+    import logging
+
+    logger = logging.getLogger("hf_minitron")
+    level = logger.level
+    try:
+        assert main(["push", str(pruned), "--repo-id", "me/x", "--dry-run"]) == 0
+        assert not logger.isEnabledFor(logging.INFO)
+        assert main(["-v", "push", str(pruned), "--repo-id", "me/x", "--dry-run"]) == 0
+        assert logger.isEnabledFor(logging.INFO)
+    finally:
+        logger.setLevel(level)
+
+
 def test_recipe_values_and_command_line_override(ws, tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(yaml.safe_dump({

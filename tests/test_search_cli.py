@@ -57,9 +57,17 @@ def test_search_cli_writes_ranking_card_and_model(tiny_folder, tmp_path, capsys)
         "search", str(folder), "--target_params", "50%", "--data", str(data), "--output", str(out),
         "--steps_per_candidate", "2", "--max_candidates", "3", "--seq_len", "16", "--calibration_samples", "4",
         "--per_device_train_batch_size", "2", "--eval_fraction", "0.2", "--output_dir", str(tmp_path / "runs"),
-        "--disable_tqdm", "true",
+        "--disable_tqdm", "true", "--gradient_accumulation_steps", "2",
     ])  # fmt: skip
     assert status == 0
+    record = json.loads((out / "hf_minitron.json").read_text())
+    assert (
+        record["distillation"]["tokens"] == 2 * 2 * 2 * 16
+    )  # steps x batch x accumulation x seq_len (1 process)
+    progress = json.loads((tmp_path / "runs" / "search_progress.json").read_text())
+    assert {r["name"] for r in progress["ranking"]} == {
+        r["name"] for r in json.loads((out / "search_results.json").read_text())["ranking"]
+    }
     ranking = json.loads((out / "search_results.json").read_text())
     assert 1 <= len(ranking["ranking"]) <= 3
     for row in ranking["ranking"]:
@@ -84,3 +92,22 @@ def test_search_cli_refuses_impossible_budget(tiny_folder, tmp_path, capsys):
     assert status == 2
     assert "larger than the model" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_search_cli_rerun_resumes_finished_candidates(tiny_folder, tmp_path, monkeypatch):
+    import hf_minitron.pruning as pruning
+
+    folder, data, _ = tiny_folder
+    args = ["search", str(folder), "--target_params", "50%", "--data", str(data), "--output", str(tmp_path / "out"),
+            "--steps_per_candidate", "0", "--max_candidates", "3", "--seq_len", "16", "--calibration_samples", "4",
+            "--eval_fraction", "0.2"]  # fmt: skip
+    assert main(args) == 0
+    first = json.loads((tmp_path / "out" / "search_results.json").read_text())
+    real_prune, calls = pruning.prune_model, []
+    monkeypatch.setattr(pruning, "prune_model", lambda *a: calls.append(1) or real_prune(*a))
+    assert main(args) == 0  # same output: the progress file in out-runs/ is found
+    assert len(calls) == 1  # only the best model is rebuilt; no candidate is pruned and evaluated again
+    again = json.loads((tmp_path / "out" / "search_results.json").read_text())
+    assert [(r["name"], r["loss_after_pruning"]) for r in again["ranking"]] == [
+        (r["name"], r["loss_after_pruning"]) for r in first["ranking"]
+    ]

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
-    logging.getLogger("hf_minitron").setLevel(logging.INFO)
+    logging.getLogger("hf_minitron").setLevel(logging.INFO if args.verbose else logging.WARNING)
     hook = getattr(args, "_config_hook", None)  # e.g. quickstart --smoke picks another recipe
     config = hook(args) if hook else getattr(args, "config", None)
     if config:

@@ -30,7 +30,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _update_card(folder: Path, data: str, split: str, results: dict) -> bool:
-    from hf_minitron.hub import load_record, write_model_card
+    from hf_minitron.hub import load_record, public_record, write_model_card
 
     record = load_record(folder)
     if record is None:
@@ -39,16 +39,17 @@ def _update_card(folder: Path, data: str, split: str, results: dict) -> bool:
     for task, metrics in results.get("tasks", {}).items():
         for metric, value in metrics.items():
             new.append({"dataset": task, "metric": metric, "value": value, "dataset_type": task})
-    keys = {(e["dataset"], e["metric"]) for e in new}
-    kept = [e for e in record.get("evaluations", []) if (e["dataset"], e["metric"]) not in keys]
-    record["evaluations"] = kept + new
+    # Compared as written (a local path becomes its file name), so a rerun replaces its earlier result.
+    record = public_record({**record, "evaluations": [*record.get("evaluations", []), *new]})
+    latest = {(e["dataset"], e["metric"]): e for e in record["evaluations"]}
+    record["evaluations"] = list(latest.values())
     write_model_card(folder, record)
     return True
 
 
 def run(args: argparse.Namespace) -> int:
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer
-    from hf_minitron.data import load_texts
+    from hf_minitron.data import iter_texts, load_texts
     from hf_minitron.evaluation import evaluate_perplexity, run_lm_eval
     from hf_minitron.io import atomic_write_text
 
@@ -66,7 +67,14 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(model_args.model_name_or_path, model_args)
     results: dict = {"model": model_args.model_name_or_path}
     if eval_args.data:
-        texts = load_texts(eval_args.data, eval_args.split, eval_args.text_column, eval_args.dataset_config)
+        if eval_args.max_blocks is None:
+            texts = load_texts(
+                eval_args.data, eval_args.split, eval_args.text_column, eval_args.dataset_config
+            )
+        else:  # streamed until enough blocks exist
+            texts = iter_texts(
+                eval_args.data, eval_args.split, eval_args.text_column, eval_args.dataset_config
+            )
         seq_len = cap_seq_len(eval_args.seq_len, model)
         ppl = evaluate_perplexity(
             model, tokenizer, texts, seq_len, eval_args.batch_size, eval_args.max_blocks

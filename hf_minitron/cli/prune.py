@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -49,8 +51,14 @@ def run(args: argparse.Namespace) -> int:
     from hf_minitron import estimate_importance, prune_model
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer, print_json
     from hf_minitron.config import PruningConfig
-    from hf_minitron.data import calibration_batches, load_texts
-    from hf_minitron.hub import architecture_summary, base_model_license, recorded_command, write_model_card
+    from hf_minitron.data import calibration_batches, iter_texts
+    from hf_minitron.hub import (
+        architecture_summary,
+        base_model_license,
+        public_text,
+        recorded_command,
+        write_model_card,
+    )
     from hf_minitron.importance import ImportanceScores
     from hf_minitron.io import atomic_output_dir
 
@@ -75,17 +83,18 @@ def run(args: argparse.Namespace) -> int:
     if importance_file:
         scores = ImportanceScores.load(_importance_file(importance_file))
         scores.check_compatible(model.config)
+        stored = (scores.metadata or {}).get("importance")
+        if stored in IMPORTANCE_CRITERIA:  # record the criterion that produced the scores, not a default
+            config = dataclasses.replace(config, importance=stored)
         calibration = scores.metadata.get("calibration_data", f"(scores from {importance_file})")
     else:
         if not calibration:
             raise ValueError(
                 "calibration text is required: --calibration_data PATH_OR_DATASET (or --data, or --importance FILE)"
             )
-        texts = load_texts(
-            calibration,
-            data_args.data_split,
-            data_args.text_column,
-            data_args.dataset_config,
+        # Streamed: a `datasets` name is read only until enough blocks exist.
+        texts = itertools.islice(
+            iter_texts(calibration, data_args.data_split, data_args.text_column, data_args.dataset_config),
             data_args.max_texts,
         )
         batches = calibration_batches(
@@ -96,7 +105,8 @@ def run(args: argparse.Namespace) -> int:
             logger.warning("calibration text gives %d blocks of %d tokens (asked for %d)", n_samples, seq_len,
                            data_args.calibration_samples)  # fmt: skip
         scores = estimate_importance(model, batches, config)
-        scores.metadata = {**(scores.metadata or {}), "calibration_data": str(calibration),
+        # Saved with the scores (and uploaded by push): the data's name, never a machine path.
+        scores.metadata = {**(scores.metadata or {}), "calibration_data": public_text(str(calibration)),
                            "calibration_samples": n_samples, "seq_len": seq_len}  # fmt: skip
     with torch.no_grad():
         model = prune_model(model, config, scores)

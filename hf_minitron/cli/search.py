@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hf_minitron import PruningConfig, estimate_importance
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer, print_json
-    from hf_minitron.data import calibration_batches, load_texts, pack_texts
+    from hf_minitron.data import calibration_batches, iter_texts, load_texts, pack_texts
     from hf_minitron.distillation import DistillationArguments
     from hf_minitron.hub import architecture_summary, base_model_license, recorded_command, write_model_card
     from hf_minitron.io import atomic_output_dir, atomic_write_text
@@ -160,8 +160,8 @@ def run(args: argparse.Namespace) -> int:
         texts, eval_texts = texts[:-n_eval], texts[-n_eval:]
     train_dataset = pack_texts(texts, tokenizer, seq_len)
     eval_dataset = pack_texts(eval_texts, tokenizer, seq_len)
-    calibration_texts = (
-        load_texts(
+    calibration_texts = (  # streamed: a `datasets` name is read only until enough blocks exist
+        iter_texts(
             data_args.calibration_data, data_args.data_split, data_args.text_column, data_args.dataset_config
         )
         if data_args.calibration_data
@@ -189,7 +189,14 @@ def run(args: argparse.Namespace) -> int:
         seed=dist_args.seed,
     )
     best, student = result.ranking[0], result.best_model
-    tokens = search_args.steps_per_candidate * dist_args.per_device_train_batch_size * seq_len
+    # Tokens per candidate: every optimizer step sees per-device batch x accumulation x processes blocks.
+    tokens = (
+        search_args.steps_per_candidate
+        * dist_args.per_device_train_batch_size
+        * dist_args.gradient_accumulation_steps
+        * dist_args.world_size
+        * seq_len
+    )
     record = {
         "model_name": output.name,
         "base_model": model_args.model_name_or_path,
@@ -212,6 +219,8 @@ def run(args: argparse.Namespace) -> int:
                     "steps_per_candidate": search_args.steps_per_candidate,
                     "learning_rate": dist_args.learning_rate,
                     "per_device_train_batch_size": dist_args.per_device_train_batch_size,
+                    "gradient_accumulation_steps": dist_args.gradient_accumulation_steps,
+                    "world_size": dist_args.world_size,
                 },
             }
             if search_args.steps_per_candidate
@@ -226,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         ],  # fmt: skip
         "datasets": [data_args.data] if not Path(data_args.data).exists() else [],
         "search": result.to_dict(),
-        "commands": [recorded_command()],
+        "commands": [recorded_command(getattr(args, "_command_line", None))],
     }
     with atomic_output_dir(output) as tmp:
         result.save(tmp / RANKING_NAME)
@@ -238,6 +247,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(card, _with_search_section(card.read_text(encoding="utf-8"), result))
     print_json({"output": str(output), "best": best.candidate.to_dict(), "best_loss": best.loss,
                 "ranking_changed": result.ranking_changed, "candidates": len(result.ranking),
+                "failed": [{"name": f.candidate.name, "error": f.error} for f in result.failures],
                 "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
     return 0
 

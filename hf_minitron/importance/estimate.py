@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -183,18 +182,18 @@ def _forward(model: nn.Module, batches, observer: ActivationObserver, desc: str)
 
 
 def lm_loss(model: nn.Module, batches, desc: str = "loss") -> tuple[float, int]:
-    """Mean next-token cross-entropy over non-padded tokens (reduced across ranks), and the sample count."""
+    """Mean next-token cross-entropy over non-padded tokens (reduced across ranks), and the sample count.
+
+    Chunked from the final hidden states (`hf_minitron.evaluation.lm_loss_sum`): no full-vocabulary logits.
+    """
+    from hf_minitron.evaluation import lm_loss_sum
+
     total, n_samples = None, 0
     for batch in _iterate(batches, desc):
         inputs = _model_inputs(model, batch)
-        logits = model(**inputs, use_cache=False).logits[:, :-1]
-        labels = inputs["input_ids"][:, 1:].to(logits.device)
-        mask = inputs["attention_mask"].to(logits.device)
-        valid = (mask[:, 1:] * mask[:, :-1]).float()
-        ce = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), reduction="none")
-        update = torch.stack([(ce * valid.flatten()).sum(), valid.sum()])
+        update = torch.stack(lm_loss_sum(model, **inputs))
         total = update if total is None else total + update
-        n_samples += labels.shape[0]
+        n_samples += inputs["input_ids"].shape[0]
     n_samples = _global_count(n_samples)
     _check_not_empty(n_samples)
     if dist.is_available() and dist.is_initialized():

@@ -347,6 +347,7 @@ def run_quickstart(
             "evaluations": [
                 {
                     "dataset": HELDOUT_NAME,
+                    "local": True,  # the built-in corpus is no Hub dataset: text only, not Hub metadata
                     "metric": "perplexity",
                     "value": results["distilled"]["heldout_perplexity"],
                 }

@@ -15,9 +15,12 @@ import torch
 from torch import nn
 
 from hf_minitron.counting import count_parameters, shape_of
+from hf_minitron.io import atomic_write_text
 from hf_minitron.search.space import FAMILIES, Candidate, effective_multiple, enumerate_candidates
 
 logger = logging.getLogger(__name__)
+
+PROGRESS_NAME = "search_progress.json"
 
 
 @dataclass
@@ -32,14 +35,16 @@ class CandidateResult:
         loss_after_retraining (`float`, *optional*): Eval LM loss after `steps` distillation steps.
         steps (`int`): Distillation steps (the same token budget for every candidate).
         seconds (`float`): Wall time for pruning, retraining and evaluation.
+        error (`str`, *optional*): Why the candidate failed (`"TypeName: message"`); its losses are then None.
     """
 
     candidate: Candidate
     config: object
-    loss_after_pruning: float
+    loss_after_pruning: float | None
     loss_after_retraining: float | None = None
     steps: int = 0
     seconds: float = 0.0
+    error: str | None = None
 
     @property
     def loss(self) -> float:
@@ -47,13 +52,16 @@ class CandidateResult:
         return self.loss_after_pruning if self.loss_after_retraining is None else self.loss_after_retraining
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             **self.candidate.to_dict(),
             "loss_after_pruning": self.loss_after_pruning,
             "loss_after_retraining": self.loss_after_retraining,
             "steps": self.steps,
             "seconds": round(self.seconds, 2),
         }
+        if self.error is not None:
+            out["error"] = self.error
+        return out
 
 
 @dataclass
@@ -66,11 +74,13 @@ class SearchResult:
             retraining was done).
         target (`dict`): The budgets and search settings.
         best_model (`nn.Module`, *optional*): The best retrained student, when `keep_best_model=True`.
+        failures (`list[CandidateResult]`): Candidates that raised, with the error text (not ranked).
     """
 
     ranking: list[CandidateResult]
     target: dict = field(default_factory=dict)
     best_model: nn.Module | None = None
+    failures: list[CandidateResult] = field(default_factory=list)
 
     @property
     def best(self):
@@ -94,13 +104,12 @@ class SearchResult:
             "best_after_pruning": self.best_after_pruning.candidate.name,
             "ranking_changed": self.ranking_changed,
             "ranking": [r.to_dict() for r in self.ranking],
+            "failures": [r.to_dict() for r in self.failures],
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write `to_dict()` as JSON."""
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
+        """Write `to_dict()` as JSON (atomically)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def to_markdown(self) -> str:
         """The ranking as a Markdown table."""
@@ -116,18 +125,48 @@ class SearchResult:
                 f"{c.num_key_value_heads} | {c.num_hidden_layers} | {c.params:,} | {r.loss_after_pruning:.4f} | "
                 f"{retrained} |"
             )
+        for r in self.failures:
+            lines.append(f"| failed | {r.candidate.family} | {r.candidate.name}: {r.error} | | | | | | |")
         return "\n".join(lines) + "\n"
 
 
-def evaluate_lm_loss(model: nn.Module, dataset, batch_size: int = 8) -> float:
-    """Mean next-token LM loss over the packed blocks of `dataset` (`input_ids`, no padding), from
-    `hf_minitron.evaluation.perplexity_on_blocks`."""
-    from hf_minitron.evaluation import perplexity_on_blocks
+_BATCH_KEYS = ("input_ids", "attention_mask", "labels", "position_ids")
 
-    if "attention_mask" in dataset.column_names and not all(all(row) for row in dataset["attention_mask"]):
-        raise ValueError("eval_dataset must hold packed blocks without padding (hf_minitron.data.pack_texts)")
-    blocks = torch.as_tensor(dataset["input_ids"])
-    return perplexity_on_blocks(model, blocks, batch_size=batch_size, progress=False)["loss"]
+
+def evaluate_lm_loss(model: nn.Module, dataset, batch_size: int = 8, data_collator=None) -> float:
+    """Mean next-token LM loss over the tokens of `dataset` (`hf_minitron.evaluation.lm_loss_sum`).
+
+    `dataset` is anything a `Trainer` takes: a `datasets.Dataset` or `IterableDataset`, a torch `Dataset`, or a
+    list of dicts with `input_ids` (and optionally `attention_mask`, `labels`: padding and -100 are ignored).
+    Rows are batched by `data_collator` (default: `default_data_collator` on those keys).
+    """
+    from torch.utils.data import DataLoader
+    from transformers import default_data_collator
+
+    from hf_minitron.evaluation import lm_loss_sum
+
+    def collate(rows):
+        if data_collator is not None:
+            return data_collator(rows)
+        return default_data_collator([{k: row[k] for k in _BATCH_KEYS if k in row} for row in rows])
+
+    was_training = model.training
+    model.eval()
+    device = model.get_input_embeddings().weight.device
+    total, count = 0.0, 0.0
+    try:
+        for batch in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+            inputs = {k: batch[k].to(device) for k in _BATCH_KEYS if batch.get(k) is not None}
+            loss_sum, n = lm_loss_sum(model, **inputs)
+            total += loss_sum.item()
+            count += n.item()
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError(
+            "eval_dataset has no token to predict: allowed a dataset with at least one row of 2+ tokens"
+        )
+    return total / count
 
 
 def _fresh_copy(model: nn.Module) -> nn.Module:
@@ -187,6 +226,7 @@ def search_architectures(
     eval_batch_size: int = 8,
     keep_best_model: bool = False,
     seed: int = 0,
+    results_file: str | os.PathLike | None = None,
 ) -> SearchResult:
     """Minitron's light architecture search: every shape that meets the budget (at most `max_candidates`,
     chosen to cover width-only, depth-only and mixed shapes, see `enumerate_candidates`) is pruned from the
@@ -213,6 +253,12 @@ def search_architectures(
             (importance criterion, depth metric, `width_multiple`, ...).
         candidates (`list[Candidate]`, *optional*): Search exactly these shapes instead of enumerating.
         keep_best_model (`bool`, defaults to False): Keep the best retrained student in `result.best_model`.
+        results_file (`str`, *optional*): JSON written atomically after each candidate (finished ones and
+            failures, with the error text); a rerun with the same file and settings skips the finished ones.
+            Defaults to `<args.output_dir>/search_progress.json` when `args` is given, else none.
+
+    A candidate that raises is recorded in `result.failures` and the search goes on; `RuntimeError` when every
+    candidate failed.
     """
     from hf_minitron.pruning import prune_model
 
@@ -240,44 +286,8 @@ def search_architectures(
     if base is not None and base.target_params is not None:
         base = dataclasses.replace(base, target_params=None)
     output_root = args.output_dir if args is not None else "search-output"
-    results: list[CandidateResult] = []
-    best_model, best_loss = None, math.inf
-    for i, candidate in enumerate(candidates):
-        start = time.perf_counter()
-        config = candidate.to_pruning_config(base)
-        student = prune_model(_fresh_copy(model), config, scores)
-        loss_pruned = evaluate_lm_loss(student, eval_dataset, eval_batch_size)
-        loss_retrained = None
-        if steps_per_candidate:
-            torch.manual_seed(seed)
-            _distill(
-                student,
-                model,
-                args,
-                train_dataset,
-                steps_per_candidate,
-                os.path.join(output_root, f"candidate-{i}"),
-                data_collator,
-            )
-            loss_retrained = evaluate_lm_loss(student, eval_dataset, eval_batch_size)
-        result = CandidateResult(
-            candidate, config, loss_pruned, loss_retrained, steps_per_candidate, time.perf_counter() - start
-        )
-        logger.info(
-            "candidate %d/%d %s (%s, %s params): loss %.4f after pruning, %s after retraining",
-            i + 1,
-            len(candidates),
-            candidate.name,
-            candidate.family,
-            f"{candidate.params:,}",
-            loss_pruned,
-            "-" if loss_retrained is None else f"{loss_retrained:.4f}",
-        )
-        results.append(result)
-        if keep_best_model and result.loss < best_loss:
-            best_model, best_loss = student, result.loss
-        del student
-    ranking = sorted(results, key=lambda r: (r.loss, r.candidate.params))
+    if results_file is None and args is not None:
+        results_file = os.path.join(args.output_dir, PROGRESS_NAME)
     target = {
         "target_params": target_params,
         "target_flops_per_token": target_flops_per_token,
@@ -288,7 +298,105 @@ def search_architectures(
         "source_params": count_parameters(model.config),
         "seed": seed,
     }
-    return SearchResult(ranking=ranking, target=target, best_model=best_model)
+    finished = _finished_candidates(results_file, target)
+
+    def run_candidate(i: int, candidate: Candidate) -> tuple[CandidateResult, nn.Module]:
+        start = time.perf_counter()
+        config = candidate.to_pruning_config(base)
+        student = prune_model(_fresh_copy(model), config, scores)
+        loss_pruned = evaluate_lm_loss(student, eval_dataset, eval_batch_size, data_collator)
+        loss_retrained = None
+        if steps_per_candidate:
+            torch.manual_seed(seed)
+            out_dir = os.path.join(output_root, f"candidate-{i}")
+            _distill(student, model, args, train_dataset, steps_per_candidate, out_dir, data_collator)
+            loss_retrained = evaluate_lm_loss(student, eval_dataset, eval_batch_size, data_collator)
+        elapsed = time.perf_counter() - start
+        return CandidateResult(
+            candidate, config, loss_pruned, loss_retrained, steps_per_candidate, elapsed
+        ), student
+
+    results: list[CandidateResult] = []
+    failures: list[CandidateResult] = []
+    best_model, best_loss, best_index = None, math.inf, None
+    for i, candidate in enumerate(candidates):
+        done = finished.get(candidate.name)
+        if done is not None:  # a previous run with the same output finished it
+            result = CandidateResult(
+                candidate, candidate.to_pruning_config(base), done["loss_after_pruning"],
+                done.get("loss_after_retraining"), done.get("steps", steps_per_candidate), done.get("seconds", 0.0),
+            )  # fmt: skip
+            student = None
+            logger.info(
+                "candidate %d/%d %s: finished in a previous run, skipped",
+                i + 1,
+                len(candidates),
+                candidate.name,
+            )
+        else:
+            try:
+                result, student = run_candidate(i, candidate)
+            except Exception as e:  # one bad shape must not lose the finished ones
+                error = f"{type(e).__name__}: {e}"
+                logger.warning("candidate %d/%d %s failed: %s", i + 1, len(candidates), candidate.name, error)
+                failures.append(
+                    CandidateResult(candidate, None, None, steps=steps_per_candidate, error=error)
+                )
+                _write_progress(results_file, target, results, failures)
+                continue
+            logger.info(
+                "candidate %d/%d %s (%s, %s params): loss %.4f after pruning, %s after retraining",
+                i + 1,
+                len(candidates),
+                candidate.name,
+                candidate.family,
+                f"{candidate.params:,}",
+                result.loss_after_pruning,
+                "-" if result.loss_after_retraining is None else f"{result.loss_after_retraining:.4f}",
+            )
+        results.append(result)
+        _write_progress(results_file, target, results, failures)
+        if keep_best_model and result.loss < best_loss:
+            best_model, best_loss, best_index = student, result.loss, i
+        del student
+    if not results:
+        raise RuntimeError(
+            f"every candidate failed ({len(failures)}): "
+            + "; ".join(f"{f.candidate.name}: {f.error}" for f in failures)
+        )
+    if keep_best_model and best_model is None:  # the best was finished by a previous run: rebuild it
+        _, best_model = run_candidate(best_index, candidates[best_index])
+    ranking = sorted(results, key=lambda r: (r.loss, r.candidate.params))
+    return SearchResult(ranking=ranking, target=target, best_model=best_model, failures=failures)
+
+
+def _finished_candidates(results_file, target: dict) -> dict[str, dict]:
+    """Candidates a previous run with the same output and settings finished, by name."""
+    if results_file is None or not os.path.isfile(results_file):
+        return {}
+    try:
+        with open(results_file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:
+        logger.warning("cannot resume from %s (%s): searching every candidate again", results_file, e)
+        return {}
+    if data.get("target") != json.loads(json.dumps(target)):
+        logger.warning("%s holds a search with other settings: searching every candidate again", results_file)
+        return {}
+    return {r["name"]: r for r in data.get("ranking", []) if r.get("loss_after_pruning") is not None}
+
+
+def _write_progress(results_file, target: dict, results: list, failures: list) -> None:
+    """The candidates finished so far (and the failures), written atomically after each candidate."""
+    if results_file is None:
+        return
+    os.makedirs(os.path.dirname(os.path.abspath(results_file)), exist_ok=True)
+    data = {
+        "target": target,
+        "ranking": [r.to_dict() for r in results],
+        "failures": [r.to_dict() for r in failures],
+    }
+    atomic_write_text(results_file, json.dumps(data, indent=2) + "\n")
 
 
 def _stage_shapes(
