@@ -103,7 +103,7 @@ def _two_good_one_bad(model):
     ]
     # hidden 60 with 8 heads: LlamaConfig refuses hidden_size % num_attention_heads != 0, so pruning to it raises.
     # Built by hand (not from_shape), so the test holds whether or not the space validates shapes itself.
-    bad = dataclasses.replace(good[0], hidden_size=60, intermediate_size=128)
+    bad = dataclasses.replace(good[0], sizes={**good[0].sizes, "hidden_size": 60, "intermediate_size": 128})
     return [good[0], bad, good[1]]
 
 
