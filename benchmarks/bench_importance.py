@@ -7,6 +7,9 @@ the median of `--repeats` taken:
   * torch-pruning's `ActivationImportance` hooks (it sums |input| of every Linear) over the same batches, and
     its `MetaPruner` on the same model when its tracer handles it (the error is recorded otherwise).
 
+  * with `--baseline DIR` (a checkout of an earlier version, e.g. `git worktree add /tmp/v010 39206e5` for
+    0.1.0), that version's `estimate_importance` on the same model and batches, interleaved in the same run.
+
     python benchmarks/bench_importance.py [--hidden 1024 --layers 8 --batches 4 --seq 256 --repeats 3]
 """
 
@@ -41,6 +44,29 @@ def build(args) -> torch.nn.Module:
     )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.dtype)).eval()
+
+
+def load_baseline(path: str):
+    """An earlier version's `estimate_importance`, importable beside this one: its package copied under the
+    name `hf_minitron_baseline` (absolute imports renamed), so both run on the same model in one process."""
+    import importlib
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="hf_minitron_baseline_")
+    target = os.path.join(root, "hf_minitron_baseline")
+    shutil.copytree(os.path.join(path, "hf_minitron"), target)
+    for folder, _, files in os.walk(target):
+        for name in files:
+            if name.endswith(".py"):
+                file = os.path.join(folder, name)
+                with open(file, encoding="utf-8") as f:
+                    text = f.read().replace("hf_minitron.", "hf_minitron_baseline.")
+                with open(file, "w", encoding="utf-8") as f:
+                    f.write(text)
+    sys.path.insert(0, root)
+    module = importlib.import_module("hf_minitron_baseline")
+    return module.estimate_importance, module.PruningConfig
 
 
 def batches_for(args):
@@ -150,6 +176,7 @@ def main(argv=None) -> dict:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-torch-pruning", action="store_true")
+    p.add_argument("--baseline", help="checkout of an earlier version to time side by side")
     p.add_argument("--tp-timeout", type=float, default=300, help="limit for torch-pruning's MetaPruner run")
     args = p.parse_args(argv)
 
@@ -166,9 +193,19 @@ def main(argv=None) -> dict:
     runs = {"plain_forward": [], "plain_forward_trunk": [], "estimate_importance": []}
     if not args.skip_torch_pruning:
         runs["torch_pruning_activation_hooks"] = []
+    if args.baseline:
+        base_estimate, base_config = load_baseline(args.baseline)
+        base_target = base_config(
+            **{k: v for k, v in target.to_dict().items() if k in base_config().to_dict()}
+        )
+        runs["baseline_estimate_importance"] = []
     plain(model, batches[:1])  # warm-up
     holder = {}
     for _ in range(args.repeats):
+        if args.baseline:
+            runs["baseline_estimate_importance"].append(
+                timed(lambda: holder.update(b=base_estimate(model, batches, base_target)))
+            )
         runs["plain_forward"].append(timed(lambda: plain(model, batches)))
         runs["plain_forward_trunk"].append(timed(lambda: plain(model, batches, logits_to_keep=1)))
         runs["estimate_importance"].append(
@@ -210,6 +247,16 @@ def main(argv=None) -> dict:
             n for n in ("neurons", "heads", "channels", "layers") if getattr(scores, n) is not None
         ),
     }
+    if args.baseline:
+        result["ratio_estimate_vs_baseline"] = {
+            "wall": round(wall["estimate_importance"] / wall["baseline_estimate_importance"], 3),
+            "cpu": round(cpu["estimate_importance"] / cpu["baseline_estimate_importance"], 3),
+        }
+        same = all(
+            torch.allclose(getattr(holder["b"], n), scores.get(n), rtol=1e-4, atol=1e-6)
+            for n in ("neurons", "heads", "channels", "layers")
+        )
+        result["baseline_scores_equal"] = same
     if not args.skip_torch_pruning:
         result["ratio_torch_pruning_hooks_vs_plain_forward"] = {
             "wall": round(wall["torch_pruning_activation_hooks"] / wall["plain_forward"], 3),

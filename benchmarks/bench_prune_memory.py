@@ -8,6 +8,7 @@ before `prune_model`, so the peak covers the surgery only; the goal is
 The scores are random (this measures surgery, not calibration). Prints JSON.
 
     python benchmarks/bench_prune_memory.py [--hidden 2048 --layers 16 --intermediate 8192]
+    python benchmarks/bench_prune_memory.py --model-type phi3   # fused qkv_proj / gate_up_proj
 """
 
 from __future__ import annotations
@@ -43,20 +44,22 @@ def child(args) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from transformers import AutoModelForCausalLM, LlamaConfig
+    from transformers import AutoConfig, AutoModelForCausalLM
     from transformers.initialization import no_init_weights
 
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from hf_minitron import ImportanceScores, PruningConfig, prune_model
 
     rss_empty = _status_kib("VmRSS") * 1024
-    config = LlamaConfig(
+    config = AutoConfig.for_model(
+        args.model_type,
         vocab_size=args.vocab,
         hidden_size=args.hidden,
         intermediate_size=args.intermediate,
         num_hidden_layers=args.layers,
         num_attention_heads=args.heads,
         num_key_value_heads=args.kv_heads,
+        head_dim=args.hidden // args.heads,
         tie_word_embeddings=args.tied,
     )
     start = time.perf_counter()
@@ -92,6 +95,7 @@ def child(args) -> dict:
     return {
         "model": {
             "params": n_params,
+            "model_type": args.model_type,
             "hidden": args.hidden,
             "intermediate": args.intermediate,
             "layers": args.layers,
@@ -124,6 +128,7 @@ def child(args) -> dict:
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-type", default="llama", help="a supported model_type (phi3: fused projections)")
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--hidden", type=int, default=2048)
     p.add_argument("--intermediate", type=int, default=8192)

@@ -130,3 +130,29 @@ def test_taylor_never_holds_all_gradients(monkeypatch):
     monkeypatch.setattr(taylor._TaylorAccumulator, "hook", spy)
     estimate_taylor_importance(model, random_batches(1))
     assert seen and max(seen) <= 2
+
+
+def test_magnitude_without_data_ranks_layers_by_weight_norm():
+    """importance="magnitude" needs no batches, also for a depth-only target (0.1.0 raised a TypeError)."""
+    from hf_minitron import PruningConfig, estimate_importance
+
+    model = _model_with_dead_units("llama")
+    scores = estimate_importance(model, None, PruningConfig(num_hidden_layers=3, importance="magnitude"))
+    assert scores.layers.argmin() == DEAD_LAYER and scores.metadata["depth_metric"] == "weight_norm"
+    with pytest.raises(ValueError, match="batches=None is invalid for importance='taylor'"):
+        estimate_importance(model, None, PruningConfig(num_hidden_layers=3, importance="taylor"))
+
+
+def test_taylor_reduces_on_the_device_of_each_parameter(monkeypatch):
+    """Only per-unit vectors leave a parameter's device: no full |w x g| matrix is copied to the CPU."""
+    model = tiny_model("llama")
+    moved = []
+    original = torch.Tensor.cpu
+
+    def spy(self, *args, **kwargs):
+        moved.append(self.dim())
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", spy)
+    estimate_taylor_importance(model, random_batches(1))
+    assert moved and max(moved) <= 1
