@@ -65,19 +65,25 @@ def template_path() -> Path:
 
 
 def architecture_summary(model_or_config: Any) -> dict[str, Any]:
-    """Parameters, hidden size, MLP size, heads, KV heads and layers of a model (or a config)."""
+    """Parameters and every prunable size (the spec's shape summary) of a model or a config."""
     config = getattr(model_or_config, "config", model_or_config)
-    summary = {
-        "model_type": getattr(config, "model_type", None),
-        "hidden_size": getattr(config, "hidden_size", None),
-        "intermediate_size": getattr(config, "intermediate_size", None),
-        "num_attention_heads": getattr(config, "num_attention_heads", None),
-        "num_key_value_heads": getattr(config, "num_key_value_heads", None)
-        or getattr(config, "num_attention_heads", None),
-        "num_hidden_layers": getattr(config, "num_hidden_layers", None),
-        "head_dim": getattr(config, "head_dim", None),
-        "vocab_size": getattr(config, "vocab_size", None),
-    }
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    summary: dict[str, Any] = {"model_type": getattr(config, "model_type", None)}
+    try:
+        from hf_minitron.architectures import get_spec
+
+        summary.update(get_spec(config).shape(config))
+    except (
+        ValueError
+    ):  # a family hf-minitron does not prune (a teacher of another kind): what the config says
+        summary.update(
+            {
+                k: getattr(text, k, None)
+                for k in ("hidden_size", "num_hidden_layers")
+                if getattr(text, k, None)
+            }
+        )
+    summary["vocab_size"] = getattr(text, "vocab_size", None)
     if hasattr(model_or_config, "parameters"):
         summary["parameters"] = sum(p.numel() for p in model_or_config.parameters())
     return summary
@@ -217,17 +223,6 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-_ARCH_ROWS = [
-    ("parameters", "parameters"),
-    ("hidden size", "hidden_size"),
-    ("MLP size", "intermediate_size"),
-    ("attention heads", "num_attention_heads"),
-    ("KV heads", "num_key_value_heads"),
-    ("layers", "num_hidden_layers"),
-    ("head dim", "head_dim"),
-]
-
-
 def _eval_results(record: dict[str, Any]):
     from huggingface_hub import EvalResult
 
@@ -278,8 +273,14 @@ def render_model_card(record: dict[str, Any], repo_id: str | None = None):
     )
     arch = record.get("architecture", {})
     before, after = arch.get("before", {}), arch.get("after", {})
+    keys = ["parameters", *(k for k in {**before, **after} if k not in ("parameters", "model_type"))]
     rows = [
-        {"name": label, "before": _fmt(before.get(k)), "after": _fmt(after.get(k))} for label, k in _ARCH_ROWS
+        {
+            "name": f"`{k}`" if k != "parameters" else k,
+            "before": _fmt(before.get(k)),
+            "after": _fmt(after.get(k)),
+        }
+        for k in keys
     ]
     pruning = record.get("pruning")
     pruning_view = None

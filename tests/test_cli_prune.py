@@ -47,7 +47,7 @@ def test_prune_card_metadata_and_body(pruned):
     assert "distilled" not in card.data.tags
     assert card.data.base_model is None  # a local folder is not a Hub id
     text = card.text
-    assert "| hidden size | 64 | 48 |" in text and "| MLP size | 128 | 64 |" in text
+    assert "| `hidden_size` | 64 | 48 |" in text and "| `intermediate_size` | 128 | 64 |" in text
     assert "hf-minitron prune" in text and "arXiv:2407.14679" in text and "arXiv:2408.11796" in text
     assert "8 samples of 32 tokens" in text
 
