@@ -1,7 +1,7 @@
 """Gemma, Gemma 2 and Gemma 3: (1 + weight) RMSNorms, embeddings scaled by sqrt(hidden_size), sandwich norms."""
 
 from hf_minitron.architectures.dimensions import TensorSlice
-from hf_minitron.architectures.layout import decoder_groups
+from hf_minitron.architectures.layout import decoder_groups, text_model_paths
 from hf_minitron.architectures.spec import ArchitectureSpec, register
 
 _COMMON = dict(
@@ -28,21 +28,17 @@ GEMMA2 = register(
         **_COMMON,
     )
 )
-_TEXT = "model.language_model"
+_TEXT = text_model_paths("model.language_model")
 GEMMA3 = register(
     ArchitectureSpec(
         model_types=("gemma3",),
         groups=decoder_groups(
-            layers_path=f"{_TEXT}.layers",
-            embed_path=f"{_TEXT}.embed_tokens",
-            final_norm_path=f"{_TEXT}.norm",
+            **_TEXT,
             layer_norms=_SANDWICH,
             # the vision features are projected into the hidden size: its columns go with the channels
             extra_hidden_slices=(TensorSlice("model.multi_modal_projector.mm_input_projection_weight", 1),),
         ),
-        layers_path=f"{_TEXT}.layers",
-        embed_path=f"{_TEXT}.embed_tokens",
-        final_norm_path=f"{_TEXT}.norm",
+        **_TEXT,
         auto_class="AutoModelForImageTextToText",
         notes="Composite vision-language checkpoint: the text part is pruned, the vision tower is kept.",
         **_COMMON,

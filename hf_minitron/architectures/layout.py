@@ -22,6 +22,16 @@ def _with_bias(path: str, dim: int = 0, segments=_UNIT, **kw) -> tuple[TensorSli
     )
 
 
+def text_model_paths(prefix: str) -> dict[str, str]:
+    """Layer, embedding and final-norm paths of a text model nested under `prefix` (a vision-language wrapper's
+    `model.language_model`), for both `decoder_groups` and `ArchitectureSpec`."""
+    return {
+        "layers_path": f"{prefix}.layers",
+        "embed_path": f"{prefix}.embed_tokens",
+        "final_norm_path": f"{prefix}.norm",
+    }
+
+
 def decoder_groups(
     *,
     layers_path: str = "model.layers",
