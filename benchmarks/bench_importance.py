@@ -176,10 +176,13 @@ def main(argv=None) -> dict:
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-torch-pruning", action="store_true")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--baseline", help="checkout of an earlier version to time side by side")
     p.add_argument("--tp-timeout", type=float, default=300, help="limit for torch-pruning's MetaPruner run")
     args = p.parse_args(argv)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = build(args)
     batches = batches_for(args)
     target = PruningConfig(
@@ -201,16 +204,19 @@ def main(argv=None) -> dict:
         runs["baseline_estimate_importance"] = []
     plain(model, batches[:1])  # warm-up
     holder = {}
-    for _ in range(args.repeats):
-        if args.baseline:
-            runs["baseline_estimate_importance"].append(
-                timed(lambda: holder.update(b=base_estimate(model, batches, base_target)))
-            )
+    for repeat in range(args.repeats):
         runs["plain_forward"].append(timed(lambda: plain(model, batches)))
         runs["plain_forward_trunk"].append(timed(lambda: plain(model, batches, logits_to_keep=1)))
-        runs["estimate_importance"].append(
-            timed(lambda: holder.update(s=estimate_importance(model, batches, target)))
-        )
+        order = ["ours", "baseline"] if args.baseline else ["ours"]
+        for which in order if repeat % 2 == 0 else order[::-1]:  # alternate, so drift cancels in the pairs
+            if which == "ours":
+                runs["estimate_importance"].append(
+                    timed(lambda: holder.update(s=estimate_importance(model, batches, target)))
+                )
+            else:
+                runs["baseline_estimate_importance"].append(
+                    timed(lambda: holder.update(b=base_estimate(model, batches, base_target)))
+                )
         if not args.skip_torch_pruning:
             runs["torch_pruning_activation_hooks"].append(timed(lambda: torch_pruning_hooks(model, batches)))
     wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
@@ -238,6 +244,12 @@ def main(argv=None) -> dict:
             "wall": round(wall["estimate_importance"] / wall["plain_forward"], 3),
             "cpu": round(cpu["estimate_importance"] / cpu["plain_forward"], 3),
         },
+        "ratio_estimate_vs_plain_trunk_paired": round(
+            statistics.median(
+                a[0] / b[0] for a, b in zip(runs["estimate_importance"], runs["plain_forward_trunk"])
+            ),
+            3,
+        ),
         "ratio_estimate_vs_plain_trunk": {
             "wall": round(wall["estimate_importance"] / wall["plain_forward_trunk"], 3),
             "cpu": round(cpu["estimate_importance"] / cpu["plain_forward_trunk"], 3),
@@ -247,10 +259,11 @@ def main(argv=None) -> dict:
             n for n in ("neurons", "heads", "channels", "layers") if getattr(scores, n) is not None
         ),
     }
-    if args.baseline:
+    if args.baseline:  # per repeat, the two ran back to back: the median of those ratios resists drift
+        pairs = list(zip(runs["estimate_importance"], runs["baseline_estimate_importance"]))
         result["ratio_estimate_vs_baseline"] = {
-            "wall": round(wall["estimate_importance"] / wall["baseline_estimate_importance"], 3),
-            "cpu": round(cpu["estimate_importance"] / cpu["baseline_estimate_importance"], 3),
+            "wall": round(statistics.median(a[0] / b[0] for a, b in pairs), 3),
+            "cpu": round(statistics.median(a[1] / b[1] for a, b in pairs), 3),
         }
         same = all(
             torch.allclose(getattr(holder["b"], n), scores.get(n), rtol=1e-4, atol=1e-6)
