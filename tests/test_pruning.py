@@ -550,3 +550,16 @@ def test_per_layer_lists_follow_the_kept_layers():
     prune_model(model, PruningConfig(layers_to_drop=[0, 2]), None)
     assert model.config.no_rope_layers == [flags[1], flags[3]]
     model(**random_batches(n=1)[0])
+
+
+def test_phi3_longrope_factors_refuse_a_new_head_size_before_surgery():
+    """Phi-3's LongRoPE factor lists are as long as (hidden_size // heads) / 2: the config class refuses other
+    hidden sizes, and prune_model says so before touching the model."""
+    rope = {"rope_type": "longrope", "rope_theta": 1e4, "short_factor": [1.0] * 4, "long_factor": [1.0] * 4}
+    model = tiny_model("phi3", rope_parameters=rope, original_max_position_embeddings=128)
+    before = {n: p.clone() for n, p in model.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"(?s)hidden_size=48 is invalid for Phi3Config: allowed nearest 64 .*short_factor"
+    ):
+        prune_model(model, PruningConfig(hidden_size=48), _manual_scores(model))
+    assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())

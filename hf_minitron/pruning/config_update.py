@@ -78,9 +78,10 @@ def check_config_values(config, values: dict) -> None:
         if config_error(config, {**values, key: getattr(text, key)}) is None:  # this size alone is refused
             below, above = nearest_valid(config, values, key)
             options = " or ".join(str(v) for v in (below, above) if v is not None) or "none nearby"
+            others = ", ".join(f"{k}={values[k]}" for k in changed if k != key)
             raise ValueError(
-                f"{key}={values[key]} is invalid for {type(text).__name__} with "
-                + ", ".join(f"{k}={values[k]}" for k in changed if k != key)
+                f"{key}={values[key]} is invalid for {type(text).__name__}"
+                + (f" with {others}" if others else "")
                 + f": allowed nearest {options} (the config class says: {error})"
             ) from error
     shape = ", ".join(f"{k}={values[k]}" for k in changed)
