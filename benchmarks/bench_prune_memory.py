@@ -60,6 +60,9 @@ def child(args) -> dict:
         num_attention_heads=args.heads,
         num_key_value_heads=args.kv_heads,
         head_dim=args.hidden // args.heads,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
         tie_word_embeddings=args.tied,
     )
     start = time.perf_counter()
@@ -76,12 +79,14 @@ def child(args) -> dict:
         hidden_size=args.hidden * 3 // 4,
         intermediate_size=args.intermediate * 3 // 4,
         num_hidden_layers=args.layers - 2,
+        num_key_value_heads=args.kv_heads // 2 if args.prune_heads else None,
     )
     g = torch.Generator().manual_seed(0)
     scores = ImportanceScores(
         neurons=torch.rand(args.layers, args.intermediate, generator=g),
         channels=torch.rand(args.hidden, generator=g),
         layers=torch.rand(args.layers, generator=g),
+        heads=torch.rand(args.layers, args.heads, generator=g),
         metadata={"depth_metric": "block_importance"},
     )
     rss_before = _status_kib("VmRSS") * 1024
@@ -108,7 +113,7 @@ def child(args) -> dict:
         "target": {
             k: v
             for k, v in target.to_dict().items()
-            if k in ("hidden_size", "intermediate_size", "num_hidden_layers")
+            if k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_key_value_heads")
         },
         "pruned_params": sum(p.numel() for p in model.parameters()),
         "build_seconds": round(build_seconds, 2),
@@ -136,6 +141,7 @@ def main(argv=None) -> dict:
     p.add_argument("--heads", type=int, default=32)
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--tied", action="store_true")
+    p.add_argument("--prune-heads", action="store_true", help="also drop half the KV groups (fused qkv rows)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
