@@ -103,3 +103,29 @@ def test_chunked_without_grad_computes_values_only():
     with torch.no_grad():
         total, d_sum, ce_sum = chunked_distillation_loss(torch.randn(3, 4), s_head, torch.randn(3, 4), t_head)
     assert total.item() == pytest.approx(d_sum.item()) and ce_sum.item() == 0.0
+
+
+def test_no_grad_with_parameters_that_require_grad_skips_the_closed_form_gradient(monkeypatch):
+    """Evaluation inside training: the head's parameters require grad but grad mode is off."""
+    import hf_minitron.distillation.chunked as chunked
+
+    torch.manual_seed(0)
+    s_weight = torch.randn(16, 4, requires_grad=True)
+    s_hidden = torch.randn(6, 4, requires_grad=True)
+    t_head, t_hidden = LogitHead(torch.randn(16, 4)), torch.randn(6, 4)
+    labels = torch.randint(0, 16, (6,))
+    want = chunked_distillation_loss(s_hidden, LogitHead(s_weight), t_hidden, t_head, labels, lm_weight=0.5)
+
+    calls = []
+    original = chunked.divergence_and_grad
+    monkeypatch.setattr(chunked, "divergence_and_grad", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        got = chunked_distillation_loss(
+            s_hidden, LogitHead(s_weight), t_hidden, t_head, labels, lm_weight=0.5
+        )
+    assert not calls  # no lm_head-sized gradient buffer, no extra matmuls
+    assert not got[0].requires_grad
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w.detach())
+    chunked_distillation_loss(s_hidden, LogitHead(s_weight), t_hidden, t_head, labels)
+    assert calls  # with grad mode on, the gradient is computed in the forward

@@ -71,8 +71,9 @@ class LogitHead:
 class _ChunkedDistillation(torch.autograd.Function):
     @staticmethod
     def forward(ctx, s_hidden, s_weight, s_bias, t_hidden, labels, s_head, t_head, opts):
-        name, temperature, chunk_size, distill_weight, lm_weight = opts
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        name, temperature, chunk_size, distill_weight, lm_weight, grad_enabled = opts
+        # needs_input_grad stays true under no_grad when the inputs require grad: also ask the caller's grad mode.
+        need_h, need_w, need_b = (grad_enabled and need for need in ctx.needs_input_grad[:3])
         need_any = need_h or need_w or need_b
         n, vocab = s_hidden.shape[0], s_weight.shape[0] if s_head.vocab is None else s_head.vocab
         grad_h = torch.zeros_like(s_hidden) if need_h else None
@@ -165,7 +166,9 @@ def chunked_distillation_loss(
     vocab = student_head.vocab or student_head.weight.shape[0]
     # At least 8 chunks, so the chunk buffers stay well below a full-logits tensor even for short batches.
     chunk_size = chunk_size or max(1, min(DEFAULT_CHUNK_ELEMENTS // vocab, -(-student_hidden.shape[0] // 8)))
-    opts = (loss, float(temperature), int(chunk_size), float(distill_weight), float(lm_weight))
+    # Read here: inside autograd.Function.forward grad mode is always off.
+    grad_enabled = torch.is_grad_enabled()
+    opts = (loss, float(temperature), int(chunk_size), float(distill_weight), float(lm_weight), grad_enabled)
     return _ChunkedDistillation.apply(
         student_hidden,
         student_head.weight,
