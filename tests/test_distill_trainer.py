@@ -105,6 +105,22 @@ def test_evaluate_reports_distill_loss_lm_loss_and_perplexity(tmp_path):
     assert metrics["eval_distill_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
 
 
+def test_eval_loss_is_token_weighted_like_the_components(tmp_path):
+    teacher, student = teacher_and_student()
+    data = token_dataset(5, ragged=True)  # batches of one row: different numbers of counted tokens
+    args = tiny_args(tmp_path, per_device_eval_batch_size=1, lm_weight=0.5)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, eval_dataset=data)
+    metrics = trainer.evaluate()
+    inputs = batch(data)
+    with torch.no_grad():
+        s_logits, t_logits = student(**inputs).logits[:, :-1], teacher(**inputs).logits[:, :-1]
+    keep = (inputs["labels"][:, 1:] != -100) & inputs["attention_mask"][:, 1:].bool()
+    kl = reference("forward_kl", s_logits[keep], t_logits[keep], 1.0).mean()
+    ce = F.cross_entropy(s_logits[keep].double(), inputs["labels"][:, 1:][keep])
+    assert metrics["eval_loss"] == pytest.approx((kl + 0.5 * ce).item(), rel=1e-5)
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_distill_loss"] + 0.5 * metrics["eval_lm_loss"])
+
+
 def test_checkpoint_and_resume_continue_identically(tmp_path):
     # Student hidden 32 vs teacher 64 without provenance: a learned projection, which must resume too.
     def run(output_dir, resume=None):

@@ -199,6 +199,8 @@ class DistillationTrainer(Trainer):
 
         count = mask.sum()
         mode = "train" if model.training else "eval"
+        if mode == "eval":  # the token-weighted eval_loss (Trainer would average per-batch means per sample)
+            sums["loss"] = total.detach()
         for name, value in sums.items():
             self._totals[mode][name] += value.detach().double()
         self._totals[mode]["count"] += count.double()
@@ -255,10 +257,12 @@ class DistillationTrainer(Trainer):
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
-        """Adds `<prefix>_distill_loss`, `<prefix>_lm_loss`, `<prefix>_perplexity` (exp of the LM loss)."""
+        """Token-weighted `<prefix>_loss`, plus `<prefix>_distill_loss`, `_lm_loss`, `_perplexity` (exp of the LM loss)."""
         self._totals["eval"].clear()
         output = super().evaluation_loop(dataloader, description, True, ignore_keys, metric_key_prefix)
         means = self._pop_means("eval")
+        if "loss" in means:
+            output.metrics[f"{metric_key_prefix}_loss"] = means.pop("loss")
         if "lm_loss" in means:
             means["perplexity"] = math.exp(min(means["lm_loss"], 700.0))
         output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in means.items()})
