@@ -229,6 +229,27 @@ def test_bad_inputs_raise_before_training(tmp_path):
         tiny_args(tmp_path, hidden_state_weight="sometimes")
 
 
+def test_unknown_logit_transform_is_refused_at_init(tmp_path):
+    """A family whose forward multiplies the logits (like Falcon-H1's lm_head_multiplier) by what the head lacks."""
+    from tiny_models import tiny_config
+    from transformers import LlamaForCausalLM
+
+    class Multiplied(LlamaForCausalLM):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 3.0
+            return out
+
+    torch.manual_seed(0)
+    odd = Multiplied(tiny_config("llama")).eval()
+    teacher, student = teacher_and_student()
+    with pytest.raises(ValueError, match=r"student's logits \(Multiplied\).*max difference"):
+        DistillationTrainer(model=odd, teacher_model=teacher, args=tiny_args(tmp_path))
+    with pytest.raises(ValueError, match=r"teacher's logits \(Multiplied\)"):
+        DistillationTrainer(model=student, teacher_model=odd, args=tiny_args(tmp_path))
+    assert all(p.requires_grad for p in odd.parameters())  # refused before the teacher was frozen
+
+
 def test_arguments_parse_from_command_line(tmp_path):
     (args,) = HfArgumentParser(DistillationArguments).parse_args_into_dataclasses(
         ["--output_dir", str(tmp_path), "--hidden_state_weight", "auto", "--layer_mapping", "1:3",

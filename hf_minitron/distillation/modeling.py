@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.utils import logging
 
 from .chunked import LogitHead
+
+logger = logging.get_logger(__name__)
 
 
 def logit_transform(config) -> tuple[float, float | None]:
@@ -45,6 +48,39 @@ def logit_head(model: nn.Module, vocab: int | None = None) -> LogitHead:
         bias = bias.full_tensor() if hasattr(bias, "full_tensor") else bias
     scale, softcap = logit_transform(model.config)
     return LogitHead(weight, bias, scale, softcap, vocab)
+
+
+def check_logit_head(model: nn.Module, who: str, vocab: int | None = None, num_tokens: int = 8) -> None:
+    """Refuse a model whose forward turns hidden states into logits otherwise than its `LogitHead` does.
+
+    The chunked loss rebuilds logits from the final hidden states with `lm_head`, the scale and the soft-cap that
+    `logit_transform` knows; a family with another transform (e.g. a `lm_head_multiplier`) would otherwise be
+    distilled against wrong logits silently. One forward on `num_tokens` tokens, compared with `model(...).logits`.
+    """
+    inner = base_model(model)
+    weight = inner.get_input_embeddings().weight
+    if weight.device.type == "meta" or weight.numel() == 0 or hasattr(weight, "ds_id"):
+        logger.info("Skipping the logit-head check of the %s: its weights are not materialized here.", who)
+        return
+    ids = (torch.arange(1, num_tokens + 1, device=weight.device) * 7919 % (vocab or output_vocab(model)))[
+        None
+    ]
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+        got = logit_head(model, vocab).logits(out.hidden_states[-1][0])
+        want = out.logits[0, :, : got.shape[-1]].float()
+    low_precision = {out.logits.dtype, got.dtype, weight.dtype} & {torch.float16, torch.bfloat16}
+    tol = (2e-2 if low_precision else 1e-4) * (1.0 + want.abs().max().item())
+    diff = (got - want).abs().max().item()
+    if not diff <= tol:
+        scale, softcap = logit_transform(inner.config)
+        raise ValueError(
+            f"The {who}'s logits ({type(inner).__name__}) are not lm_head(final hidden states) * {scale:g}"
+            + (f" soft-capped at {softcap:g}" if softcap else "")
+            + f": max difference {diff:.4g} > tolerance {tol:.4g} on a test batch. Its forward applies a logit "
+            "transform that hf-minitron's chunked loss does not know; distilling would use wrong logits. Add the "
+            "family's transform to hf_minitron.distillation.modeling.logit_transform."
+        )
 
 
 def final_norm(model: nn.Module) -> nn.Module:

@@ -73,6 +73,8 @@ class DistillationTrainer(Trainer):
         self.layer_pairs, self.teacher_channels, self.projection = self._hidden_state_setup(
             model, teacher_model, args
         )
+        M.check_logit_head(model, "student", self.distill_vocab)
+        M.check_logit_head(teacher_model, "teacher", self.distill_vocab)
         teacher_model.requires_grad_(False)  # only once every check has passed: a refusal leaves it untouched
         teacher_model.eval()
         super().__init__(model=model, args=args, **kwargs)
