@@ -198,6 +198,25 @@ def test_width_pruned_student_uses_kept_teacher_channels_else_a_projection(tmp_p
     assert not any("projection" in k for k in reloaded.state_dict())  # dropped at save
 
 
+def test_no_training_args_pickle_and_no_token_in_any_written_file(tmp_path):
+    token = "hf_DistillSecretToken0123456789"
+    teacher, student = teacher_and_student(num_hidden_layers=2, hidden_size=32)
+    args = tiny_args(tmp_path / "ckpt", max_steps=2, save_strategy="steps", save_steps=1, hidden_state_weight=1.0,
+                     hub_token=token)  # fmt: skip
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(8)
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "training_args.json" for p in written)
+    assert any(p.name == "distill_projection.safetensors" for p in written)
+    assert not [p for p in written if p.name == "training_args.bin"]
+    assert not [p for p in written if token.encode() in p.read_bytes()]
+    final = {p.suffix for p in (tmp_path / "final").iterdir()}
+    assert final <= {".json", ".safetensors"}, final  # hf-minitron's own output: no pickle at all
+
+
 def test_bad_inputs_raise_before_training(tmp_path):
     teacher, student = teacher_and_student()
     small_vocab = tiny_model("llama", seed=2, vocab_size=96)

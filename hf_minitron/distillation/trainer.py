@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import defaultdict
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
+
+from hf_minitron.io import atomic_file, atomic_write_text
 
 from . import modeling as M
 from .arguments import DistillationArguments
@@ -19,7 +23,8 @@ from .losses import hidden_state_loss, target_mask
 
 logger = logging.get_logger(__name__)
 
-PROJECTION_NAME = "distill_projection.pt"
+PROJECTION_NAME = "distill_projection.safetensors"
+TRAINING_ARGS_JSON = "training_args.json"
 
 
 class DistillationTrainer(Trainer):
@@ -270,6 +275,20 @@ class DistillationTrainer(Trainer):
         output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in means.items()})
         return output
 
+    # ---- saving: no pickles (Trainer writes training_args.bin, which holds hub_token) -----------------------------
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Trainer's save without `training_args.bin`; the arguments go to `training_args.json`, tokens masked."""
+        with _no_training_args_pickle():
+            super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            folder = output_dir if output_dir is not None else self.args.output_dir
+            atomic_write_text(os.path.join(folder, TRAINING_ARGS_JSON), self.args.to_json_string())
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        with _no_training_args_pickle():
+            super()._push_from_checkpoint(checkpoint_folder)
+
     # ---- checkpoints (the projection is not part of the student and is never saved with it) --------------------
 
     def _save_checkpoint(self, model, trial):
@@ -278,13 +297,16 @@ class DistillationTrainer(Trainer):
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
-            torch.save(self.projection.state_dict(), os.path.join(folder, PROJECTION_NAME))
+            with atomic_file(os.path.join(folder, PROJECTION_NAME)) as tmp:
+                save_file(
+                    {k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()}, tmp
+                )
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, PROJECTION_NAME)
         if self.projection is not None and os.path.isfile(path):
-            self.projection.load_state_dict(torch.load(path, map_location=self.args.device))
+            self.projection.load_state_dict(load_file(path, device=str(self.args.device)))
 
 
 class _ZeroProjectionGrad(TrainerCallback):
@@ -312,6 +334,23 @@ def _check_peft_student(model: nn.Module) -> None:
         raise ValueError(
             "An adapter on lm_head is not supported (the loss reads lm_head.weight); drop it from target_modules."
         )
+
+
+@contextlib.contextmanager
+def _no_training_args_pickle():
+    """Trainer `torch.save`s its arguments to `os.path.join(folder, TRAINING_ARGS_NAME)`: send them to the null device.
+
+    An absolute name makes `os.path.join` drop the folder, so no pickle (which would hold `hub_token`) is written into
+    any output or checkpoint folder, nor uploaded from one.
+    """
+    import transformers.trainer as hf_trainer
+
+    name = hf_trainer.TRAINING_ARGS_NAME
+    hf_trainer.TRAINING_ARGS_NAME = os.devnull
+    try:
+        yield
+    finally:
+        hf_trainer.TRAINING_ARGS_NAME = name
 
 
 def _all_reduce_mean(grad: torch.Tensor) -> torch.Tensor:
