@@ -56,19 +56,38 @@ def teacher_and_student(**student_overrides):
     return tiny_model("llama", seed=1), tiny_model("llama", seed=2, **student_overrides)
 
 
-def main(out_dir: str) -> None:
+def distill_run(output_dir, world_size: int = 1, **overrides):
+    """Distill a width-changed student (hidden 32 vs 64: a learned projection) on one global batch of 4 rows per step.
+
+    Returns the student's and the projection's weights; the data order is sequential so that one process with
+    batch 4 and two processes with batch 2 see the same global batches.
+    """
     from hf_minitron import DistillationTrainer
 
-    teacher, student = teacher_and_student(num_hidden_layers=2)
-    args = tiny_args(out_dir, ddp_backend="gloo", max_steps=3, hidden_state_weight="auto")
+    teacher, student = teacher_and_student(num_hidden_layers=2, hidden_size=32)
+    args = tiny_args(
+        output_dir, ddp_backend="gloo" if world_size > 1 else None, max_steps=3,
+        lm_weight=0.5, per_device_train_batch_size=4 // world_size, train_sampling_strategy="sequential",
+        **{"hidden_state_weight": "auto", **overrides},
+    )  # fmt: skip
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(16)
+        model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(16, ragged=True)
     )
     trainer.train()
-    rank = int(os.environ["RANK"])
-    torch.save(
-        {k: v.detach().clone() for k, v in student.state_dict().items()},
-        os.path.join(out_dir, f"rank{rank}.pt"),
+    weights = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    weights.update(
+        {f"projection.{k}": v.detach().clone() for k, v in trainer.projection.state_dict().items()}
+    )
+    return weights
+
+
+def main(out_dir: str) -> None:
+    from safetensors.torch import save_file
+
+    weights = distill_run(out_dir, world_size=int(os.environ["WORLD_SIZE"]))
+    save_file(
+        {k: v.contiguous() for k, v in weights.items()},
+        os.path.join(out_dir, f"rank{os.environ['RANK']}.safetensors"),
     )
 
 

@@ -198,7 +198,7 @@ class DistillationTrainer(Trainer):
             if (
                 args.hidden_state_weight == "auto"
             ):  # Minitron: weight = L_logits / L_hidden, recomputed every step
-                weight = (total / hs_sum).detach() if hs_sum.detach() > 0 else hs_sum.new_zeros(())
+                weight = self._auto_weight(total.detach(), hs_sum.detach())
             else:
                 weight = args.hidden_state_weight
             total = total + weight * hs_sum
@@ -215,6 +215,13 @@ class DistillationTrainer(Trainer):
         if args.average_tokens_across_devices and args.world_size > 1 and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         return (loss, outputs) if return_outputs else loss
+
+    def _auto_weight(self, logit_sum: torch.Tensor, hs_sum: torch.Tensor) -> torch.Tensor:
+        """L_logits / L_hidden over the global batch: the same ratio on every process as in one process."""
+        sums = torch.stack([logit_sum.float(), hs_sum.float()])
+        if self.args.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(sums)
+        return sums[0] / sums[1] if sums[1] > 0 else sums.new_zeros(())
 
     def _hidden_state_sum(self, student, teacher, s_states, t_states, select) -> torch.Tensor:
         """Hidden-state loss summed over positions, averaged over the layer pairs."""
