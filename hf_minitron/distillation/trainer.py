@@ -18,8 +18,9 @@ from hf_minitron.io import atomic_file, atomic_write_text
 
 from . import modeling as M
 from .arguments import DistillationArguments
-from .chunked import chunked_distillation_loss
+from .chunked import chunked_distillation_loss, chunked_topk_distillation_loss
 from .losses import hidden_state_loss, target_mask
+from .offline import TEACHER_KEYS, TeacherLogitsDataset
 
 logger = logging.get_logger(__name__)
 
@@ -56,32 +57,43 @@ class DistillationTrainer(Trainer):
     ):
         if model is None:
             raise ValueError("DistillationTrainer needs `model`, the student to train.")
-        if teacher_model is None:
-            raise ValueError("DistillationTrainer needs `teacher_model`, the model to distill from.")
         if args is None:
             args = DistillationArguments(output_dir="tmp_trainer")
         if not isinstance(args, DistillationArguments):
             raise TypeError(f"args must be a DistillationArguments, got {type(args).__name__}.")
         _check_peft_student(model)
 
-        s_vocab, t_vocab = M.output_vocab(model), M.output_vocab(teacher_model)
         self.distill_vocab = None
-        if s_vocab != t_vocab:
-            if not args.distill_truncate_vocab:
+        if teacher_model is None:  # offline: the teacher's top-k distributions come with the training data
+            store = kwargs.get("train_dataset") or kwargs.get("eval_dataset")
+            if not isinstance(store, TeacherLogitsDataset):
                 raise ValueError(
-                    f"Teacher and student vocab sizes differ: teacher vocab {t_vocab}, student vocab {s_vocab}. "
-                    "Use a teacher with the student's tokenizer, or set distill_truncate_vocab=True to compare only "
-                    f"the first {min(s_vocab, t_vocab)} tokens (for a padded vocabulary)."
+                    "DistillationTrainer needs `teacher_model` (the model to distill from), or a train_dataset of "
+                    "stored teacher logits (hf_minitron.TeacherLogitsDataset, written by `hf-minitron teacher-logits` "
+                    "or hf_minitron.compute_teacher_logits)."
                 )
-            self.distill_vocab = min(s_vocab, t_vocab)
-
-        self.layer_pairs, self.teacher_channels, self.projection = self._hidden_state_setup(
-            model, teacher_model, args
-        )
-        M.check_logit_head(model, "student", self.distill_vocab)
-        M.check_logit_head(teacher_model, "teacher", self.distill_vocab)
-        teacher_model.requires_grad_(False)  # only once every check has passed: a refusal leaves it untouched
-        teacher_model.eval()
+            _check_offline(args, store, M.output_vocab(model))
+            self.layer_pairs, self.teacher_channels, self.projection = [], None, None
+            M.check_logit_head(model, "student")
+        else:
+            s_vocab, t_vocab = M.output_vocab(model), M.output_vocab(teacher_model)
+            if s_vocab != t_vocab:
+                if not args.distill_truncate_vocab:
+                    raise ValueError(
+                        f"Teacher and student vocab sizes differ: teacher vocab {t_vocab}, student vocab {s_vocab}. "
+                        "Use a teacher with the student's tokenizer, or set distill_truncate_vocab=True to compare "
+                        f"only the first {min(s_vocab, t_vocab)} tokens (for a padded vocabulary)."
+                    )
+                self.distill_vocab = min(s_vocab, t_vocab)
+            self.layer_pairs, self.teacher_channels, self.projection = self._hidden_state_setup(
+                model, teacher_model, args
+            )
+            M.check_logit_head(model, "student", self.distill_vocab)
+            M.check_logit_head(teacher_model, "teacher", self.distill_vocab)
+            teacher_model.requires_grad_(
+                False
+            )  # only once every check has passed: a refusal leaves it untouched
+            teacher_model.eval()
         super().__init__(model=model, args=args, **kwargs)
         if args.n_gpu > 1:
             raise ValueError(
@@ -93,7 +105,7 @@ class DistillationTrainer(Trainer):
             )
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
-        self.teacher_model = self._prepare_teacher(teacher_model)
+        self.teacher_model = None if teacher_model is None else self._prepare_teacher(teacher_model)
         if self.projection is not None:
             self.projection.to(self.args.device)
             if kwargs.get("optimizers", (None, None))[0] is not None:
@@ -137,6 +149,11 @@ class DistillationTrainer(Trainer):
         # Moves it to the student's device; FSDP shards it for inference; DDP never wraps it (evaluation_mode).
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
+    def _set_signature_columns_if_needed(self) -> None:
+        """Keep the stored teacher distributions (offline) when Trainer drops columns the model does not take."""
+        super()._set_signature_columns_if_needed()
+        self._signature_columns += [k for k in TEACHER_KEYS if k not in self._signature_columns]
+
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
         if self.projection is not None:
@@ -166,29 +183,47 @@ class DistillationTrainer(Trainer):
         # Through the (DDP / PEFT) wrapper, returning hidden states and no logits (logits_to_keep selects none).
         outputs = model(**model_inputs, output_hidden_states=True, logits_to_keep=no_logits, use_cache=False)
         student = self.accelerator.unwrap_model(model)
-        teacher = self.accelerator.unwrap_model(self.teacher_model)
-        with torch.no_grad():
-            t_out = M.base_model(teacher).get_decoder()(
-                **model_inputs, output_hidden_states=bool(self.layer_pairs), use_cache=False
-            )
 
-        def select(states):  # [B, T, H] -> [N, H] at the positions that count
-            return states[:, :-1][mask]
+        def select(states):  # [B, T, H] (or [B, T - 1, ...] for stored teacher values) -> [N, ...]
+            return states[:, : mask.shape[1]][mask]
 
         y = labels[:, 1:][mask] if labels is not None else None
-        total, distill_sum, lm_sum = chunked_distillation_loss(
-            select(outputs.hidden_states[-1]),
-            M.logit_head(student, self.distill_vocab),
-            select(t_out.last_hidden_state),
-            M.logit_head(teacher, self.distill_vocab),
-            y,
-            loss=args.distill_loss,
-            temperature=args.distill_temperature,
-            distill_weight=args.distill_weight,
-            lm_weight=args.lm_weight,
-            chunk_size=args.distill_chunk_size,
+        weights = dict(
+            distill_weight=args.distill_weight, lm_weight=args.lm_weight, chunk_size=args.distill_chunk_size
         )
-        sums = {"distill_loss": distill_sum}
+        if self.teacher_model is None:
+            stored = [inputs.get(k) for k in TEACHER_KEYS]
+            if stored[0] is None and model.training:
+                raise ValueError(
+                    f"offline distillation: the training batch has no {TEACHER_KEYS[0]} (stored logits)."
+                )
+            if stored[0] is None:  # evaluation on plain blocks: the LM loss only (an empty top-k has zero KL)
+                n = int(mask.sum())
+                stored = [torch.zeros(n, 0), torch.zeros(n, 0, dtype=torch.long), torch.zeros(n)]
+                stored = [t.to(input_ids.device) for t in stored]
+            else:
+                stored = [select(t) for t in stored]
+            total, distill_sum, lm_sum = chunked_topk_distillation_loss(
+                select(outputs.hidden_states[-1]), M.logit_head(student), *stored, y, **weights
+            )
+            sums = {"distill_loss": distill_sum} if inputs.get(TEACHER_KEYS[0]) is not None else {}
+        else:
+            teacher = self.accelerator.unwrap_model(self.teacher_model)
+            with torch.no_grad():
+                t_out = M.base_model(teacher).get_decoder()(
+                    **model_inputs, output_hidden_states=bool(self.layer_pairs), use_cache=False
+                )
+            total, distill_sum, lm_sum = chunked_distillation_loss(
+                select(outputs.hidden_states[-1]),
+                M.logit_head(student, self.distill_vocab),
+                select(t_out.last_hidden_state),
+                M.logit_head(teacher, self.distill_vocab),
+                y,
+                loss=args.distill_loss,
+                temperature=args.distill_temperature,
+                **weights,
+            )
+            sums = {"distill_loss": distill_sum}
         if y is not None:
             sums["lm_loss"] = lm_sum
         if args.uses_hidden_states:
@@ -324,6 +359,30 @@ class _ZeroProjectionGrad(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.projection.zero_grad(set_to_none=True)
+
+
+def _check_offline(args: DistillationArguments, store: TeacherLogitsDataset, student_vocab: int) -> None:
+    """Stored top-k log-probs give the forward KL at temperature 1 only, and no teacher hidden states."""
+    if args.distill_loss != "forward_kl":
+        raise ValueError(
+            f"distill_loss={args.distill_loss!r} needs the teacher's full distribution: with stored teacher logits "
+            "(offline) only 'forward_kl' is allowed; pass teacher_model to use it."
+        )
+    if args.distill_temperature != 1.0:
+        raise ValueError(
+            f"distill_temperature={args.distill_temperature} is not allowed with stored teacher logits: allowed 1.0 "
+            "(top-k log-probs were stored at temperature 1)."
+        )
+    if args.uses_hidden_states:
+        raise ValueError(
+            f"hidden_state_weight={args.hidden_state_weight!r} needs the teacher's hidden states, which stored teacher "
+            "logits do not have: set hidden_state_weight=0 or pass teacher_model."
+        )
+    if store.vocab_size != student_vocab:
+        raise ValueError(
+            f"The stored teacher logits in {store.path} cover vocab {store.vocab_size}, the student's vocab is "
+            f"{student_vocab}: they must be equal."
+        )
 
 
 def _check_peft_student(model: nn.Module) -> None:
