@@ -14,12 +14,6 @@ from hf_minitron.cli.common import add_config_flag
 logger = logging.getLogger(__name__)
 
 SECTIONS = ["model", "data", "distillation"]
-# Settings worth showing on the model card (the run record keeps them all).
-CARD_SETTINGS = (
-    "distill_loss", "distill_temperature", "distill_weight", "lm_weight", "hidden_state_weight", "learning_rate",
-    "lr_scheduler_type", "warmup_steps", "max_steps", "num_train_epochs", "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-)  # fmt: skip
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -64,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer, print_json
     from hf_minitron.data import load_texts, pack_texts
     from hf_minitron.distillation import DistillationArguments, DistillationTrainer, TeacherLogitsDataset
+    from hf_minitron.distillation.card import card_settings
     from hf_minitron.hub import (
         RECORD_NAME,
         architecture_summary,
@@ -137,10 +132,7 @@ def run(args: argparse.Namespace) -> int:
         "data": data_name,
         "tokens": tokens,
         "seq_len": seq_len,
-        "settings": {
-            k: getattr(dist_args, k) for k in CARD_SETTINGS if getattr(dist_args, k, None) is not None
-        }
-        | ({"teacher_top_k": store.top_k} if store is not None else {}),
+        "settings": card_settings(dist_args) | ({"teacher_top_k": store.top_k} if store is not None else {}),
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
     }
     if store is None and not Path(data_args.data).exists():

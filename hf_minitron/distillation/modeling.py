@@ -83,6 +83,24 @@ def check_logit_head(model: nn.Module, who: str, vocab: int | None = None, num_t
         )
 
 
+def load_teacher(name_or_path: str, init_kwargs: dict | None = None) -> nn.Module:
+    """A teacher given by Hub id or path, loaded with `AutoModelForCausalLM.from_pretrained(**init_kwargs)`.
+
+    A string `dtype` (or `torch_dtype`) such as "bfloat16" is turned into the torch dtype; "auto" is kept.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = dict(init_kwargs or {})
+    for key in ("dtype", "torch_dtype"):
+        value = kwargs.get(key)
+        if isinstance(value, str) and value != "auto":
+            dtype = getattr(torch, value, None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"teacher_model_init_kwargs[{key!r}]={value!r} is not a torch dtype name.")
+            kwargs[key] = dtype
+    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
+
+
 def final_norm(model: nn.Module) -> nn.Module:
     """The model's final normalization layer (applied to intermediate states for the hidden-state loss)."""
     model = base_model(model)

@@ -18,7 +18,7 @@ from hf_minitron.io import atomic_file, atomic_write_text
 
 from . import modeling as M
 from .arguments import DistillationArguments
-from .chunked import chunked_distillation_loss, chunked_topk_distillation_loss
+from .chunked import DEFAULT_CHUNK_ELEMENTS, chunked_distillation_loss, chunked_topk_distillation_loss
 from .losses import hidden_state_loss, target_mask
 from .offline import TEACHER_KEYS, TeacherLogitsDataset
 
@@ -36,12 +36,16 @@ class DistillationTrainer(Trainer):
     Args:
         model (`PreTrainedModel` or `peft.PeftModel`):
             The student. With a PEFT model only the adapters are trained.
-        teacher_model (`PreTrainedModel`):
-            The teacher. It is frozen (no gradients, eval mode, not in the optimizer), placed on the student's device
-            (never wrapped in DDP; prepared for inference under FSDP / DeepSpeed), may use a lower dtype, and must have
-            the student's vocabulary (see `DistillationArguments.distill_truncate_vocab`).
+        teacher_model (`PreTrainedModel` or `str`, *optional*):
+            The teacher, or its Hub id / local path (loaded with `args.teacher_model_init_kwargs`). It is frozen (no
+            gradients, eval mode, not in the optimizer, never saved), placed on the student's device (never wrapped
+            in DDP; prepared for inference under FSDP / DeepSpeed), may use a lower dtype, and must have the
+            student's vocabulary (see `DistillationArguments.distill_truncate_vocab`). None to train from stored
+            teacher logits: then `train_dataset` is a `TeacherLogitsDataset` (`hf-minitron teacher-logits`).
         args (`DistillationArguments`):
             Training and distillation settings.
+        peft_config (`peft.PeftConfig`, *optional*):
+            Wrap the student with this adapter config (as TRL's trainers do); only the adapters are trained.
         **kwargs:
             Everything else `transformers.Trainer` takes (`train_dataset`, `eval_dataset`, `data_collator`,
             `processing_class`, `callbacks`, `optimizers`, ...). Datasets hold `input_ids`, `attention_mask` and
@@ -53,7 +57,12 @@ class DistillationTrainer(Trainer):
     loss_is_scaled_for_ga = True
 
     def __init__(
-        self, model: nn.Module | None = None, teacher_model: nn.Module | None = None, args=None, **kwargs
+        self,
+        model: nn.Module | None = None,
+        teacher_model: nn.Module | str | None = None,
+        args: DistillationArguments | None = None,
+        peft_config=None,
+        **kwargs,
     ):
         if model is None:
             raise ValueError("DistillationTrainer needs `model`, the student to train.")
@@ -61,7 +70,17 @@ class DistillationTrainer(Trainer):
             args = DistillationArguments(output_dir="tmp_trainer")
         if not isinstance(args, DistillationArguments):
             raise TypeError(f"args must be a DistillationArguments, got {type(args).__name__}.")
+        if peft_config is not None:
+            model = _wrap_peft(model, peft_config)
         _check_peft_student(model)
+        if isinstance(teacher_model, (str, os.PathLike)):
+            self.teacher_name = str(teacher_model)
+            teacher_model = M.load_teacher(self.teacher_name, args.teacher_model_init_kwargs)
+        elif teacher_model is not None:
+            self.teacher_name = M.base_model(teacher_model).config._name_or_path or None
+        else:
+            self.teacher_name = None
+        self.seq_len_seen = 0
 
         self.distill_vocab = None
         if teacher_model is None:  # offline: the teacher's top-k distributions come with the training data
@@ -73,6 +92,7 @@ class DistillationTrainer(Trainer):
                     "or hf_minitron.compute_teacher_logits)."
                 )
             _check_offline(args, store, M.output_vocab(model))
+            self.teacher_name = store.manifest.get("teacher")
             self.layer_pairs, self.teacher_channels, self.projection = [], None, None
             M.check_logit_head(model, "student")
         else:
@@ -241,6 +261,8 @@ class DistillationTrainer(Trainer):
 
         count = mask.sum()
         mode = "train" if model.training else "eval"
+        if mode == "train":
+            self.seq_len_seen = input_ids.shape[1]
         if mode == "eval":  # the token-weighted eval_loss (Trainer would average per-batch means per sample)
             sums["loss"] = total.detach()
         for name, value in sums.items():
@@ -297,18 +319,44 @@ class DistillationTrainer(Trainer):
             logs.update({k: round(v, 6) for k, v in self._pop_means("train").items()})
         super().log(logs, start_time)
 
+    def predict(
+        self,
+        test_dataset,
+        ignore_keys: list[str] | None = None,
+        metric_key_prefix: str = "test",
+        return_logits=False,
+    ):
+        """`Trainer.predict`; the student's logits `[B, T, V]` (float32) come back only with `return_logits=True`.
+
+        They are built from the final hidden states chunk by chunk (the loss never needs them); set
+        `eval_accumulation_steps` to move them off the device as they come.
+        """
+        self._return_logits = return_logits
+        try:
+            return super().predict(test_dataset, ignore_keys, metric_key_prefix)
+        finally:
+            self._return_logits = False
+
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         with torch.no_grad(), self.compute_loss_context_manager():
-            loss = self.compute_loss(model, inputs)
-        return loss.detach(), None, None
+            loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+            if prediction_loss_only or not getattr(self, "_return_logits", False):
+                return loss.detach(), None, None
+            hidden = outputs.hidden_states[-1]
+            head = M.logit_head(self.accelerator.unwrap_model(model))
+            flat = hidden.reshape(-1, hidden.shape[-1])
+            chunk = max(1, DEFAULT_CHUNK_ELEMENTS // head.weight.shape[0])
+            logits = torch.cat([head.logits(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
+        return loss.detach(), logits.view(*hidden.shape[:-1], -1), inputs.get("labels")
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
     ):
         """Token-weighted `<prefix>_loss`, plus `<prefix>_distill_loss`, `_lm_loss`, `_perplexity` (exp of the LM loss)."""
         self._totals["eval"].clear()
-        output = super().evaluation_loop(dataloader, description, True, ignore_keys, metric_key_prefix)
+        loss_only = not getattr(self, "_return_logits", False)
+        output = super().evaluation_loop(dataloader, description, loss_only, ignore_keys, metric_key_prefix)
         means = self._pop_means("eval")
         if "loss" in means:
             output.metrics[f"{metric_key_prefix}_loss"] = means.pop("loss")
@@ -316,6 +364,32 @@ class DistillationTrainer(Trainer):
             means["perplexity"] = math.exp(min(means["lm_loss"], 700.0))
         output.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in means.items()})
         return output
+
+    # ---- model card ---------------------------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        language: str | None = None,
+        license: str | None = None,
+        tags: str | list[str] | None = None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        tasks: str | list[str] | None = None,
+        dataset_tags: str | list[str] | None = None,
+        dataset: str | list[str] | None = None,
+        dataset_args: str | list[str] | None = None,
+    ) -> None:
+        """hf-minitron's model card (architecture before / after, teacher, distillation settings and tokens) and
+        its run record `hf_minitron.json` in `output_dir`, instead of Trainer's generic card (`push_to_hub` uses
+        it)."""
+        if not self.is_world_process_zero():
+            return
+        from hf_minitron.hub import write_model_card
+
+        from .card import trainer_record
+
+        record = trainer_record(self, model_name, dataset or dataset_tags, license)
+        write_model_card(self.args.output_dir, record, repo_id=getattr(self, "hub_model_id", None))
 
     # ---- saving: no pickles (Trainer writes training_args.bin, which holds hub_token) -----------------------------
 
@@ -383,6 +457,15 @@ def _check_offline(args: DistillationArguments, store: TeacherLogitsDataset, stu
             f"The stored teacher logits in {store.path} cover vocab {store.vocab_size}, the student's vocab is "
             f"{student_vocab}: they must be equal."
         )
+
+
+def _wrap_peft(model: nn.Module, peft_config) -> nn.Module:
+    """The student with a new PEFT adapter (TRL's `peft_config=`)."""
+    from peft import PeftModel, get_peft_model
+
+    if isinstance(model, PeftModel):
+        raise ValueError("model is already a PeftModel: pass either a PeftModel or peft_config, not both.")
+    return get_peft_model(model, peft_config)
 
 
 def _check_peft_student(model: nn.Module) -> None:
