@@ -74,17 +74,76 @@ def distill_run(output_dir, world_size: int = 1, **overrides):
         model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(16, ragged=True)
     )
     trainer.train()
-    weights = {k: v.detach().clone() for k, v in student.state_dict().items()}
-    weights.update(
-        {f"projection.{k}": v.detach().clone() for k, v in trainer.projection.state_dict().items()}
-    )
+    return trained_weights(trainer)
+
+
+def trained_weights(trainer) -> dict:
+    """Full (gathered) student weights plus `projection.*` after training; notes which parameters were sharded."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    weights = {}
+    for k, v in model.state_dict().items():
+        weights[k] = (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+        if hasattr(v, "full_tensor"):
+            weights.setdefault("sharded.count", torch.zeros(()))
+            weights["sharded.count"] += 1
+    if trainer.projection is not None:
+        weights.update(
+            {f"projection.{k}": v.detach().clone() for k, v in trainer.projection.state_dict().items()}
+        )
     return weights
 
 
-def main(out_dir: str) -> None:
+def fsdp2_loss_and_gradients(output_dir, wrap_head: bool = False) -> dict:
+    """The trainer's loss and the student's (full) gradients on a global batch of 4 rows, split over the processes;
+    under torchrun the student and the teacher are sharded with FSDP2's `fully_shard` (layers and root, and the
+    `lm_head` on its own when `wrap_head`)."""
+    import torch.distributed as dist
+
+    from hf_minitron import DistillationTrainer
+    from hf_minitron.distillation.losses import target_mask
+
+    teacher, student = teacher_and_student(num_hidden_layers=2, hidden_size=32)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if world > 1:
+        from torch.distributed.fsdp import fully_shard
+
+        for model in (student, teacher):
+            for layer in model.model.layers:
+                fully_shard(layer)
+            if wrap_head:
+                fully_shard(model.lm_head)
+            fully_shard(model)
+    data = {k: torch.tensor(v) for k, v in token_dataset(4, ragged=True)[:].items()}
+    count = target_mask(data["attention_mask"], data["labels"], data["input_ids"]).sum()
+    mine = {k: v[rank * 4 // world : (rank + 1) * 4 // world] for k, v in data.items()}
+    args = tiny_args(output_dir, hidden_state_weight="auto", lm_weight=0.5, distill_chunk_size=7)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    student.train()
+    loss = trainer.compute_loss(student, mine, num_items_in_batch=count)
+    loss.backward()
+    if world > 1:
+        dist.all_reduce(total := loss.detach().clone())
+        loss = total / world
+    out = {"loss": loss.detach().reshape(1)}
+    for name, p in student.named_parameters():
+        grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+        out[f"grad.{name}"] = grad.detach().clone()
+    out["grad.projection.weight"] = trainer.projection.weight.grad.detach().clone()
+    sharded = sum(hasattr(p, "full_tensor") for p in student.parameters())
+    out["sharded_parameters"] = torch.tensor([sharded, len(list(student.parameters()))])
+    return out
+
+
+def main(out_dir: str, mode: str = "train") -> None:
     from safetensors.torch import save_file
 
-    weights = distill_run(out_dir, world_size=int(os.environ["WORLD_SIZE"]))
+    if mode == "train":
+        weights = distill_run(out_dir, world_size=int(os.environ["WORLD_SIZE"]))
+    else:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+        weights = fsdp2_loss_and_gradients(out_dir, wrap_head=mode == "fsdp2-head")
     save_file(
         {k: v.contiguous() for k, v in weights.items()},
         os.path.join(out_dir, f"rank{os.environ['RANK']}.safetensors"),
@@ -92,4 +151,4 @@ def main(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -40,3 +40,30 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
         assert torch.equal(rank0[key], rank1[key]), key
         torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
     assert any(not torch.equal(single[k], initial[k]) for k in initial)  # it trained
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fsdp2", "fsdp2-head"])
+def test_fsdp2_sharded_student_and_teacher_give_the_unsharded_loss_and_gradients(tmp_path, mode):
+    """FSDP2 `fully_shard` on CPU (gloo): layers and root sharded, and in "fsdp2-head" the lm_head as its own unit
+    (resharded after forward, so the chunked loss must unshard it through FSDP for the gradient to be reduced)."""
+    from distill_worker import fsdp2_loss_and_gradients
+    from safetensors.torch import load_file
+
+    worker = os.path.join(os.path.dirname(__file__), "distill_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           worker, str(tmp_path), mode]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (load_file(tmp_path / f"rank{r}.safetensors") for r in (0, 1))
+    sharded, total = rank0.pop("sharded_parameters").tolist()
+    assert sharded == total > 0  # every student parameter was a DTensor shard
+    rank1.pop("sharded_parameters")
+    single = fsdp2_loss_and_gradients(tmp_path / "single")
+    single.pop("sharded_parameters")
+    assert rank0.keys() == single.keys() and "grad.lm_head.weight" in single
+    for key in single:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=1e-7, msg=key)
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-6, msg=key)

@@ -38,16 +38,43 @@ def output_vocab(model: nn.Module) -> int:
     return base_model(model).get_output_embeddings().weight.shape[0]
 
 
-def logit_head(model: nn.Module, vocab: int | None = None) -> LogitHead:
-    """The model's `lm_head` as a `LogitHead` (an FSDP2 DTensor weight is gathered once)."""
+def logit_head(model: nn.Module, vocab: int | None = None, trainable: bool = False) -> LogitHead:
+    """The model's `lm_head` as a `LogitHead`.
+
+    Under FSDP2 a resharded head weight is a DTensor: for the student (`trainable`) the FSDP unit that owns it is
+    unsharded (FSDP's own all-gather), so that the gradient lands on FSDP's unsharded parameter and FSDP
+    reduce-scatters it after backward, as for any parameter used in forward; for the teacher (no gradient) the head
+    is gathered with `full_tensor()` for this step only.
+    """
     model = base_model(model)
     head = model.get_output_embeddings()
+    if trainable and hasattr(head.weight, "full_tensor"):
+        owner = _fsdp_owner(model, head)
+        if owner is not None:
+            owner.unshard()
     weight, bias = head.weight, getattr(head, "bias", None)
     if hasattr(weight, "full_tensor"):
         weight = weight.full_tensor()
         bias = bias.full_tensor() if hasattr(bias, "full_tensor") else bias
     scale, softcap = logit_transform(model.config)
     return LogitHead(weight, bias, scale, softcap, vocab)
+
+
+def _fsdp_owner(model: nn.Module, module: nn.Module) -> nn.Module | None:
+    """The FSDP2 unit whose parameter group holds `module`'s parameters: its nearest `fully_shard`-ed ancestor."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return None
+    path = next((n for n, m in model.named_modules() if m is module), None)
+    if path is None:
+        return None
+    owners = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, FSDPModule) and (n == "" or path == n or path.startswith(n + "."))
+    ]
+    return max(owners, key=lambda item: len(item[0]))[1] if owners else None
 
 
 def check_logit_head(model: nn.Module, who: str, vocab: int | None = None, num_tokens: int = 8) -> None:

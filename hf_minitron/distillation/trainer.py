@@ -224,7 +224,11 @@ class DistillationTrainer(Trainer):
             else:
                 stored = [select(t) for t in stored]
             total, distill_sum, lm_sum = chunked_topk_distillation_loss(
-                select(outputs.hidden_states[-1]), M.logit_head(student), *stored, y, **weights
+                select(outputs.hidden_states[-1]),
+                M.logit_head(student, trainable=True),
+                *stored,
+                y,
+                **weights,
             )
             sums = {"distill_loss": distill_sum} if inputs.get(TEACHER_KEYS[0]) is not None else {}
         else:
@@ -235,7 +239,7 @@ class DistillationTrainer(Trainer):
                 )
             total, distill_sum, lm_sum = chunked_distillation_loss(
                 select(outputs.hidden_states[-1]),
-                M.logit_head(student, self.distill_vocab),
+                M.logit_head(student, self.distill_vocab, trainable=True),
                 select(t_out.last_hidden_state),
                 M.logit_head(teacher, self.distill_vocab),
                 y,
