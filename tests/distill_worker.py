@@ -78,18 +78,17 @@ def distill_run(output_dir, world_size: int = 1, **overrides):
 
 
 def trained_weights(trainer) -> dict:
-    """Full (gathered) student weights plus `projection.*` after training; notes which parameters were sharded."""
+    """Full (gathered) student weights, the projection included (`distill_projection.*` and `projection.*`)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
-    weights = {}
-    for k, v in model.state_dict().items():
-        weights[k] = (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
-        if hasattr(v, "full_tensor"):
-            weights.setdefault("sharded.count", torch.zeros(()))
-            weights["sharded.count"] += 1
+    weights = {
+        k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+        for k, v in model.state_dict().items()
+    }
     if trainer.projection is not None:
-        weights.update(
-            {f"projection.{k}": v.detach().clone() for k, v in trainer.projection.state_dict().items()}
-        )
+        for k, v in trainer.projection.state_dict().items():
+            weights[f"projection.{k}"] = (
+                (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+            )
     return weights
 
 
@@ -128,7 +127,7 @@ def fsdp2_loss_and_gradients(output_dir, wrap_head: bool = False) -> dict:
     for name, p in student.named_parameters():
         grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
         out[f"grad.{name}"] = grad.detach().clone()
-    out["grad.projection.weight"] = trainer.projection.weight.grad.detach().clone()
+    assert "grad.distill_projection.weight" in out  # the learned projection, a submodule of the student
     sharded = sum(hasattr(p, "full_tensor") for p in student.parameters())
     out["sharded_parameters"] = torch.tensor([sharded, len(list(student.parameters()))])
     return out

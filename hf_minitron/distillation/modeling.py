@@ -144,6 +144,16 @@ def final_norm(model: nn.Module) -> nn.Module:
         return norm
 
 
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a causal LM (`get_decoder().layers`)."""
+    layers = getattr(base_model(model).get_decoder(), "layers", None)
+    if layers is None:
+        raise ValueError(
+            f"Cannot find the decoder layers of {type(base_model(model)).__name__} for the hidden-state loss."
+        )
+    return layers
+
+
 def num_layers(model_or_config) -> int:
     config = getattr(model_or_config, "config", model_or_config)
     return int(config.get_text_config().num_hidden_layers)

@@ -10,7 +10,7 @@ from collections import defaultdict
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
@@ -25,6 +25,7 @@ from .offline import TEACHER_KEYS, TeacherLogitsDataset
 logger = logging.get_logger(__name__)
 
 PROJECTION_NAME = "distill_projection.safetensors"
+PROJECTION_MODULE = "distill_projection"
 TRAINING_ARGS_JSON = "training_args.json"
 
 
@@ -114,6 +115,8 @@ class DistillationTrainer(Trainer):
                 False
             )  # only once every check has passed: a refusal leaves it untouched
             teacher_model.eval()
+        if self.projection is not None:
+            _attach_projection(model, self.projection)
         super().__init__(model=model, args=args, **kwargs)
         if args.n_gpu > 1:
             raise ValueError(
@@ -126,16 +129,10 @@ class DistillationTrainer(Trainer):
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
         self.teacher_model = None if teacher_model is None else self._prepare_teacher(teacher_model)
-        if self.projection is not None:
-            self.projection.to(self.args.device)
-            if kwargs.get("optimizers", (None, None))[0] is not None:
-                logger.warning(
-                    "A custom optimizer was passed: add trainer.projection's parameters to it yourself."
-                )
-            if self.args.world_size > 1:
-                for p in self.projection.parameters():
-                    p.register_hook(_all_reduce_mean)
-            self.add_callback(_ZeroProjectionGrad(self.projection))
+        if self.projection is not None and kwargs.get("optimizers", (None, None))[0] is not None:
+            logger.warning(
+                "A custom optimizer was passed: add trainer.projection's parameters to it yourself."
+            )
         self._totals = {"train": defaultdict(float), "eval": defaultdict(float)}
 
     # ---- setup -------------------------------------------------------------------------------------------------
@@ -164,21 +161,22 @@ class DistillationTrainer(Trainer):
         return pairs, None, nn.Linear(s_hidden, t_hidden, bias=False, dtype=dtype)
 
     def _prepare_teacher(self, teacher: nn.Module) -> nn.Module:
+        """Teacher placement: DeepSpeed inference engine; FSDP2-sharded (or whole on each device, by choice);
+        otherwise on the student's device. Never wrapped in DDP, never in the optimizer, never saved."""
         if self.is_deepspeed_enabled:
-            return _deepspeed_inference_engine(teacher, self.accelerator)
-        # Moves it to the student's device; FSDP shards it for inference; DDP never wraps it (evaluation_mode).
+            return _deepspeed_inference_engine(teacher, self.accelerator, self.args.teacher_sharding)
+        if self.is_fsdp_enabled:
+            # accelerate's prepare_model(evaluation_mode=True) neither shards nor places a model under FSDP.
+            if self.args.teacher_sharding == "shard" and getattr(self.accelerator, "is_fsdp2", False):
+                return shard_teacher_fsdp2(teacher, self.accelerator)
+            return teacher.to(self.args.device)
+        # Moves it to the student's device; DDP never wraps it (evaluation_mode).
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
     def _set_signature_columns_if_needed(self) -> None:
         """Keep the stored teacher distributions (offline) when Trainer drops columns the model does not take."""
         super()._set_signature_columns_if_needed()
         self._signature_columns += [k for k in TEACHER_KEYS if k not in self._signature_columns]
-
-    def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
-        if self.projection is not None:
-            optimizer.add_param_group({"params": list(self.projection.parameters()), "weight_decay": 0.0})
-        return optimizer
 
     # ---- loss --------------------------------------------------------------------------------------------------
 
@@ -200,9 +198,13 @@ class DistillationTrainer(Trainer):
         mask = target_mask(inputs.get("attention_mask"), labels, input_ids)
         model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
         no_logits = torch.empty(0, dtype=torch.long, device=input_ids.device)
-        # Through the (DDP / PEFT) wrapper, returning hidden states and no logits (logits_to_keep selects none).
-        outputs = model(**model_inputs, output_hidden_states=True, logits_to_keep=no_logits, use_cache=False)
         student = self.accelerator.unwrap_model(model)
+        # Through the (DDP / FSDP / DeepSpeed / PEFT) wrapper, returning hidden states and no logits (logits_to_keep
+        # selects none); the mapped layers' post-norm (projected) states are taken inside that forward.
+        with self._student_layer_states(student) as s_states:
+            outputs = model(
+                **model_inputs, output_hidden_states=True, logits_to_keep=no_logits, use_cache=False
+            )
 
         def select(states):  # [B, T, H] (or [B, T - 1, ...] for stored teacher values) -> [N, ...]
             return states[:, : mask.shape[1]][mask]
@@ -233,10 +235,7 @@ class DistillationTrainer(Trainer):
             sums = {"distill_loss": distill_sum} if inputs.get(TEACHER_KEYS[0]) is not None else {}
         else:
             teacher = self.accelerator.unwrap_model(self.teacher_model)
-            with torch.no_grad():
-                t_out = M.base_model(teacher).get_decoder()(
-                    **model_inputs, output_hidden_states=bool(self.layer_pairs), use_cache=False
-                )
+            t_out = self._teacher_forward(teacher, model_inputs, no_logits)
             total, distill_sum, lm_sum = chunked_distillation_loss(
                 select(outputs.hidden_states[-1]),
                 M.logit_head(student, self.distill_vocab, trainable=True),
@@ -251,9 +250,7 @@ class DistillationTrainer(Trainer):
         if y is not None:
             sums["lm_loss"] = lm_sum
         if args.uses_hidden_states:
-            hs_sum = self._hidden_state_sum(
-                student, teacher, outputs.hidden_states, t_out.hidden_states, select
-            )
+            hs_sum = self._hidden_state_sum(teacher, s_states, t_out.hidden_states, select)
             if (
                 args.hidden_state_weight == "auto"
             ):  # Minitron: weight = L_logits / L_hidden, recomputed every step
@@ -263,6 +260,8 @@ class DistillationTrainer(Trainer):
             total = total + weight * hs_sum
             sums["hidden_state_loss"] = hs_sum.detach()
 
+        if self.teacher_model is not None:
+            _reshard(teacher)  # an FSDP2 teacher: free its root group's gathered weights until the next step
         count = mask.sum()
         mode = "train" if model.training else "eval"
         if mode == "train":
@@ -284,19 +283,77 @@ class DistillationTrainer(Trainer):
             torch.distributed.all_reduce(sums)
         return sums[0] / sums[1] if sums[1] > 0 else sums.new_zeros(())
 
-    def _hidden_state_sum(self, student, teacher, s_states, t_states, select) -> torch.Tensor:
+    @torch.no_grad()
+    def _teacher_forward(self, teacher: nn.Module, model_inputs: dict, no_logits: torch.Tensor):
+        """The teacher's decoder output (final hidden states, and all layers' when the hidden-state loss is on).
+
+        The teacher runs through its top module (its FSDP / DeepSpeed wrapper included, so sharded weights are
+        gathered as in any forward) without logits; a hook on the decoder keeps the decoder's output.
+        """
+        captured = {}
+        decoder = M.base_model(teacher).get_decoder()
+        handle = decoder.register_forward_hook(
+            lambda module, args, output: captured.setdefault("out", output)
+        )
+        try:
+            self.teacher_model(
+                **model_inputs,
+                output_hidden_states=bool(self.layer_pairs),
+                logits_to_keep=no_logits,
+                use_cache=False,
+            )
+        finally:
+            handle.remove()
+        return captured["out"]
+
+    @contextlib.contextmanager
+    def _student_layer_states(self, student: nn.Module):
+        """Collect `{layer: projection(final_norm(layer output))}` for the mapped student layers during forward.
+
+        Forward hooks, so that the final norm and the learned projection (a submodule of the student) run inside the
+        wrapped forward, where DDP, FSDP and DeepSpeed expect parameters to be used.
+        """
+        states: dict[int, torch.Tensor] = {}
+        if not (self.args.uses_hidden_states and self.layer_pairs):
+            yield states
+            return
+        norm, layers = M.final_norm(student), M.decoder_layers(student)
+
+        def hook(layer: int):
+            def collect(module, args, output):
+                out = norm(output[0] if isinstance(output, tuple) else output)
+                if self.projection is not None:
+                    out = self.projection(out.to(self.projection.weight.dtype))
+                states[layer] = out
+
+            return collect
+
+        def expose(module, args, output):
+            # DDP with find_unused_parameters marks every parameter the forward's outputs do not reach as unused (and
+            # then fails when its gradient arrives): return the states in the free `attentions` slot (a field, so
+            # that DDP can rebuild the output type).
+            if output.get("attentions") is None:
+                output["attentions"] = tuple(states[k] for k in sorted(states))
+            return output
+
+        handles = [layers[s].register_forward_hook(hook(s)) for s in sorted({s for s, _ in self.layer_pairs})]
+        handles.append(student.register_forward_hook(expose))
+        try:
+            yield states
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _hidden_state_sum(self, teacher, s_states, t_states, select) -> torch.Tensor:
         """Hidden-state loss summed over positions, averaged over the layer pairs."""
-        s_norm, t_norm = M.final_norm(student), M.final_norm(teacher)
-        s_depth, t_depth = M.num_layers(student), M.num_layers(teacher)
+        t_norm, t_depth = M.final_norm(teacher), M.num_layers(teacher)
         total = 0.0
         for s_layer, t_layer in self.layer_pairs:
-            s = select(M.layer_states(s_states, s_layer, s_depth, s_norm))
+            s = select(s_states[s_layer])
             with torch.no_grad():
                 t = select(M.layer_states(t_states, t_layer, t_depth, t_norm))
             if self.teacher_channels is not None:
                 t = t[:, self.teacher_channels.to(t.device)]
-            if self.projection is not None:
-                s = self.projection(s.to(self.projection.weight.dtype))
             total = total + hidden_state_loss(self.args.hidden_state_loss, s, t).sum()
         return total / len(self.layer_pairs)
 
@@ -409,18 +466,19 @@ class DistillationTrainer(Trainer):
         with _no_training_args_pickle():
             super()._push_from_checkpoint(checkpoint_folder)
 
-    # ---- checkpoints (the projection is not part of the student and is never saved with it) --------------------
+    # ---- checkpoints: the projection is a submodule of the student that save_pretrained skips ---------------------
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
-        if self.projection is not None and self.args.should_save:
+        if self.projection is None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return  # DeepSpeed and FSDP checkpoint the whole module, projection included
+        if self.args.should_save:
             folder = os.path.join(
                 self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
             )
+            state = {k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()}
             with atomic_file(os.path.join(folder, PROJECTION_NAME)) as tmp:
-                save_file(
-                    {k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()}, tmp
-                )
+                save_file(state, tmp)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
@@ -429,14 +487,18 @@ class DistillationTrainer(Trainer):
             self.projection.load_state_dict(load_file(path, device=str(self.args.device)))
 
 
-class _ZeroProjectionGrad(TrainerCallback):
-    """Trainer zeroes the student's gradients after each optimizer step; the projection lives outside the student."""
+def _attach_projection(model: nn.Module, projection: nn.Module) -> None:
+    """Make the learned projection a submodule of the student, so that DDP, FSDP, DeepSpeed (ZeRO-3 included) and
+    the optimizer treat it like the student's own weights, and tell `save_pretrained` to leave it out."""
+    base = M.base_model(model)
+    mesh = next((p.device_mesh for p in model.parameters() if hasattr(p, "device_mesh")), None)
+    if mesh is not None:  # a student already sharded with FSDP2: shard the projection as its own unit
+        from torch.distributed.fsdp import fully_shard
 
-    def __init__(self, projection: nn.Module):
-        self.projection = projection
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.projection.zero_grad(set_to_none=True)
+        fully_shard(projection, mesh=mesh)
+    base.add_module(PROJECTION_MODULE, projection)
+    keys = {f"{PROJECTION_MODULE}.{name}" for name, _ in projection.named_parameters()}
+    base._keys_to_ignore_on_save = set(base._keys_to_ignore_on_save or ()) | keys
 
 
 def _check_offline(args: DistillationArguments, store: TeacherLogitsDataset, student_vocab: int) -> None:
@@ -461,6 +523,12 @@ def _check_offline(args: DistillationArguments, store: TeacherLogitsDataset, stu
             f"The stored teacher logits in {store.path} cover vocab {store.vocab_size}, the student's vocab is "
             f"{student_vocab}: they must be equal."
         )
+
+
+def _reshard(model: nn.Module) -> None:
+    """Reshard an FSDP2 module (its root group stays gathered after a forward without backward)."""
+    if hasattr(model, "reshard") and hasattr(model, "unshard"):
+        model.reshard()
 
 
 def _wrap_peft(model: nn.Module, peft_config) -> nn.Module:
@@ -506,15 +574,28 @@ def _no_training_args_pickle():
         hf_trainer.TRAINING_ARGS_NAME = name
 
 
-def _all_reduce_mean(grad: torch.Tensor) -> torch.Tensor:
-    """Gradient hook for the projection, which lives outside the DDP-wrapped student."""
-    grad = grad.clone()
-    torch.distributed.all_reduce(grad)
-    return grad / torch.distributed.get_world_size()
+def shard_teacher_fsdp2(teacher: nn.Module, accelerator=None) -> nn.Module:
+    """Shard a frozen teacher with FSDP2 `fully_shard` (each decoder layer, then the whole model) for inference.
+
+    Uses the accelerator's device mesh when it has one; the teacher keeps `requires_grad=False` and is never given to
+    the optimizer. Its layers are resharded after their forward, so only one layer is gathered at a time.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = getattr(accelerator, "torch_device_mesh", None) if accelerator is not None else None
+    if mesh is not None and accelerator.parallelism_config is not None:
+        mesh = mesh[tuple(accelerator.parallelism_config.fsdp_dim_names)]
+    layer_classes = set(getattr(M.base_model(teacher), "_no_split_modules", None) or [])
+    for module in teacher.modules():
+        if type(module).__name__ in layer_classes:
+            fully_shard(module, mesh=mesh)
+    fully_shard(teacher, mesh=mesh)
+    return teacher
 
 
-def _deepspeed_inference_engine(teacher: nn.Module, accelerator):
-    """The teacher as a DeepSpeed inference engine without ZeRO sharding (stage 0): it runs whole on each device."""
+def _deepspeed_inference_engine(teacher: nn.Module, accelerator, sharding: str = "shard"):
+    """The teacher as a DeepSpeed inference engine: ZeRO-3-partitioned when the student runs under ZeRO-3 and
+    `sharding="shard"`, else without ZeRO sharding (stage 0: whole on each device)."""
     import copy
 
     import deepspeed
@@ -523,7 +604,8 @@ def _deepspeed_inference_engine(teacher: nn.Module, accelerator):
     config.pop("optimizer", None)
     config.pop("scheduler", None)
     config["zero_optimization"].pop("offload_optimizer", None)
-    config["zero_optimization"]["stage"] = 0
+    zero3 = config["zero_optimization"].get("stage") == 3 and sharding == "shard"
+    config["zero_optimization"]["stage"] = 3 if zero3 else 0
     engine, *_ = deepspeed.initialize(model=teacher, config=config)
     engine.eval()
     return engine
