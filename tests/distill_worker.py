@@ -56,7 +56,7 @@ def teacher_and_student(**student_overrides):
     return tiny_model("llama", seed=1), tiny_model("llama", seed=2, **student_overrides)
 
 
-def distill_run(output_dir, world_size: int = 1, **overrides):
+def distill_run(output_dir, world_size: int = 1, resume: str | None = None, **overrides):
     """Distill a width-changed student (hidden 32 vs 64: a learned projection) on one global batch of 4 rows per step.
 
     Returns the student's and the projection's weights; the data order is sequential so that one process with
@@ -66,14 +66,14 @@ def distill_run(output_dir, world_size: int = 1, **overrides):
 
     teacher, student = teacher_and_student(num_hidden_layers=2, hidden_size=32)
     args = tiny_args(
-        output_dir, ddp_backend="gloo" if world_size > 1 else None, max_steps=3,
-        lm_weight=0.5, per_device_train_batch_size=4 // world_size, train_sampling_strategy="sequential",
-        **{"hidden_state_weight": "auto", **overrides},
+        output_dir, ddp_backend="gloo" if world_size > 1 else None, lm_weight=0.5,
+        per_device_train_batch_size=4 // world_size, train_sampling_strategy="sequential",
+        **{"max_steps": 3, "hidden_state_weight": "auto", **overrides},
     )  # fmt: skip
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(16, ragged=True)
     )
-    trainer.train()
+    trainer.train(resume_from_checkpoint=resume)
     return trained_weights(trainer)
 
 
@@ -136,8 +136,13 @@ def fsdp2_loss_and_gradients(output_dir, wrap_head: bool = False) -> dict:
 def main(out_dir: str, mode: str = "train") -> None:
     from safetensors.torch import save_file
 
+    world = int(os.environ["WORLD_SIZE"])
     if mode == "train":
-        weights = distill_run(out_dir, world_size=int(os.environ["WORLD_SIZE"]))
+        weights = distill_run(out_dir, world_size=world)
+    elif mode in ("checkpoint", "resume"):  # 4 steps with a checkpoint at step 2, or resumed from it
+        resume = os.path.join(out_dir, "checkpoint-2") if mode == "resume" else None
+        weights = distill_run(out_dir, world_size=world, resume=resume, max_steps=4, save_strategy="steps",
+                              save_steps=2)  # fmt: skip
     else:
         import torch.distributed as dist
 
@@ -145,7 +150,7 @@ def main(out_dir: str, mode: str = "train") -> None:
         weights = fsdp2_loss_and_gradients(out_dir, wrap_head=mode == "fsdp2-head")
     save_file(
         {k: v.contiguous() for k, v in weights.items()},
-        os.path.join(out_dir, f"rank{os.environ['RANK']}.safetensors"),
+        os.path.join(out_dir, f"{mode}-rank{os.environ['RANK']}.safetensors"),
     )
 
 

@@ -484,7 +484,7 @@ class DistillationTrainer(Trainer):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         path = os.path.join(resume_from_checkpoint, PROJECTION_NAME)
         if self.projection is not None and os.path.isfile(path):
-            self.projection.load_state_dict(load_file(path, device=str(self.args.device)))
+            self.projection.load_state_dict(load_file(path))  # copied onto the projection's device
 
 
 def _attach_projection(model: nn.Module, projection: nn.Module) -> None:
