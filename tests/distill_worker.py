@@ -94,8 +94,8 @@ def trained_weights(trainer) -> dict:
 
 def fsdp2_loss_and_gradients(output_dir, wrap_head: bool = False) -> dict:
     """The trainer's loss and the student's (full) gradients on a global batch of 4 rows, split over the processes;
-    under torchrun the student and the teacher are sharded with FSDP2's `fully_shard` (layers and root, and the
-    `lm_head` on its own when `wrap_head`)."""
+    under torchrun the student is sharded with FSDP2's `fully_shard` (layers and root, and the `lm_head` on its own
+    when `wrap_head`) and the teacher with `shard_teacher_fsdp2`."""
     import torch.distributed as dist
 
     from hf_minitron import DistillationTrainer
@@ -106,12 +106,15 @@ def fsdp2_loss_and_gradients(output_dir, wrap_head: bool = False) -> dict:
     if world > 1:
         from torch.distributed.fsdp import fully_shard
 
-        for model in (student, teacher):
-            for layer in model.model.layers:
-                fully_shard(layer)
-            if wrap_head:
-                fully_shard(model.lm_head)
-            fully_shard(model)
+        from hf_minitron.distillation.placement import shard_teacher_fsdp2
+
+        for layer in student.model.layers:
+            fully_shard(layer)
+        if wrap_head:
+            fully_shard(student.lm_head)
+        fully_shard(student)
+        shard_teacher_fsdp2(teacher)  # what DistillationTrainer does to the teacher under FSDP2
+        assert all(hasattr(p, "full_tensor") for p in teacher.parameters())
     data = {k: torch.tensor(v) for k, v in token_dataset(4, ragged=True)[:].items()}
     count = target_mask(data["attention_mask"], data["labels"], data["input_ids"]).sum()
     mine = {k: v[rank * 4 // world : (rank + 1) * 4 // world] for k, v in data.items()}
