@@ -120,9 +120,8 @@ class DistillationTrainer(Trainer):
             )
             M.check_logit_head(model, "student", self.distill_vocab)
             M.check_logit_head(teacher_model, "teacher", self.distill_vocab)
-            teacher_model.requires_grad_(
-                False
-            )  # only once every check has passed: a refusal leaves it untouched
+            # Only once every check has passed: a refusal leaves the teacher untouched.
+            teacher_model.requires_grad_(False)
             teacher_model.eval()
         if self.projection is not None:
             _attach_projection(model, self.projection)
@@ -133,7 +132,9 @@ class DistillationTrainer(Trainer):
             )
         if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
             raise ValueError(
-                "ZeRO-3 for the student is not supported (the chunked loss reads lm_head outside forward)."
+                "DeepSpeed zero_stage=3 is not supported for the student (the chunked loss reads lm_head's weight "
+                "outside forward, which ZeRO-3 partitions): allowed zero_stage 0-2, or FSDP2 "
+                "(recipes/accelerate/fsdp2.yaml)."
             )
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
