@@ -47,6 +47,13 @@ def test_peft_config_trains_only_the_adapters(tmp_path):
         DistillationTrainer(
             model=trainer.model, teacher_model=teacher, args=tiny_args(tmp_path), peft_config=lora
         )
+    fresh = teacher_and_student(num_hidden_layers=2)[1]
+    with pytest.raises(ValueError, match="lm_head"):
+        DistillationTrainer(model=fresh, teacher_model=teacher, args=tiny_args(tmp_path),
+                            peft_config=LoraConfig(r=4, target_modules=["q_proj", "lm_head"]))  # fmt: skip
+    assert not any(
+        "lora" in name for name, _ in fresh.named_modules()
+    )  # refused before any adapter was added
 
 
 def test_push_to_hub_uploads_hf_minitrons_card(tmp_path, monkeypatch):

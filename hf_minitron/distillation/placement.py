@@ -64,7 +64,19 @@ def _wrap_peft(model: nn.Module, peft_config) -> nn.Module:
 
     if isinstance(model, PeftModel):
         raise ValueError("model is already a PeftModel: pass either a PeftModel or peft_config, not both.")
-    return get_peft_model(model, peft_config)
+    if getattr(peft_config, "is_prompt_learning", False):
+        raise ValueError("Prompt-learning PEFT students are not supported; use an adapter such as LoRA.")
+    targets = getattr(peft_config, "target_modules", None) or ()
+    head = M.base_model(model).get_output_embeddings()
+    head_name = next((n for n, m in model.named_modules() if m is head), "lm_head")
+    if (isinstance(targets, str) and targets == head_name.split(".")[-1]) or (
+        not isinstance(targets, str) and head_name.split(".")[-1] in set(targets)
+    ):
+        raise ValueError(
+            f"peft_config.target_modules includes {head_name!r}: an adapter on lm_head is not supported (the loss "
+            "reads lm_head.weight); drop it from target_modules."
+        )
+    return get_peft_model(model, peft_config)  # after the checks: get_peft_model changes `model` in place
 
 
 def _check_peft_student(model: nn.Module) -> None:
