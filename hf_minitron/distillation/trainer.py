@@ -261,9 +261,7 @@ class DistillationTrainer(Trainer):
             sums["lm_loss"] = lm_sum
         if args.uses_hidden_states:
             hs_sum = self._hidden_state_sum(teacher, s_states, t_out.hidden_states, select)
-            if (
-                args.hidden_state_weight == "auto"
-            ):  # Minitron: weight = L_logits / L_hidden, recomputed every step
+            if args.hidden_state_weight == "auto":  # Minitron: L_logits / L_hidden, recomputed every step
                 weight = self._auto_weight(total.detach(), hs_sum.detach())
             else:
                 weight = args.hidden_state_weight
