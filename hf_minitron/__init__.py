@@ -39,6 +39,8 @@ _LAZY = {
     "ImportanceScores": "hf_minitron.importance",
     "PruningConfig": "hf_minitron.config",
     "SearchResult": "hf_minitron.search",
+    "TeacherLogitsDataset": "hf_minitron.distillation",
+    "compute_teacher_logits": "hf_minitron.distillation",
     "correct_teacher": "hf_minitron.distillation",
     "estimate_importance": "hf_minitron.importance",
     "get_spec": "hf_minitron.architectures",
@@ -54,7 +56,9 @@ __all__ = [
     "ImportanceScores",
     "PruningConfig",
     "SearchResult",
+    "TeacherLogitsDataset",
     "__version__",
+    "compute_teacher_logits",
     "correct_teacher",
     "estimate_importance",
     "get_spec",
@@ -66,7 +70,13 @@ __all__ = [
 if TYPE_CHECKING:
     from hf_minitron.architectures import ArchitectureSpec, get_spec, supported_model_types
     from hf_minitron.config import PruningConfig
-    from hf_minitron.distillation import DistillationArguments, DistillationTrainer, correct_teacher
+    from hf_minitron.distillation import (
+        DistillationArguments,
+        DistillationTrainer,
+        TeacherLogitsDataset,
+        compute_teacher_logits,
+        correct_teacher,
+    )
     from hf_minitron.importance import ImportanceScores, estimate_importance
     from hf_minitron.pruning import prune_model
     from hf_minitron.search import SearchResult, search_architectures

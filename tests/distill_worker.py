@@ -56,21 +56,106 @@ def teacher_and_student(**student_overrides):
     return tiny_model("llama", seed=1), tiny_model("llama", seed=2, **student_overrides)
 
 
-def main(out_dir: str) -> None:
+def distill_run(output_dir, world_size: int = 1, resume: str | None = None, **overrides):
+    """Distill a width-changed student (hidden 32 vs 64: a learned projection) on one global batch of 4 rows per step.
+
+    Returns the student's and the projection's weights; the data order is sequential so that one process with
+    batch 4 and two processes with batch 2 see the same global batches.
+    """
     from hf_minitron import DistillationTrainer
 
-    teacher, student = teacher_and_student(num_hidden_layers=2)
-    args = tiny_args(out_dir, ddp_backend="gloo", max_steps=3, hidden_state_weight="auto")
+    teacher, student = teacher_and_student(num_hidden_layers=2, hidden_size=32)
+    args = tiny_args(
+        output_dir, ddp_backend="gloo" if world_size > 1 else None, lm_weight=0.5,
+        per_device_train_batch_size=4 // world_size, train_sampling_strategy="sequential",
+        **{"max_steps": 3, "hidden_state_weight": "auto", **overrides},
+    )  # fmt: skip
     trainer = DistillationTrainer(
-        model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(16)
+        model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(16, ragged=True)
     )
-    trainer.train()
-    rank = int(os.environ["RANK"])
-    torch.save(
-        {k: v.detach().clone() for k, v in student.state_dict().items()},
-        os.path.join(out_dir, f"rank{rank}.pt"),
+    trainer.train(resume_from_checkpoint=resume)
+    return trained_weights(trainer)
+
+
+def trained_weights(trainer) -> dict:
+    """Full (gathered) student weights, the projection included (`distill_projection.*` and `projection.*`)."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    weights = {
+        k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+        for k, v in model.state_dict().items()
+    }
+    if trainer.projection is not None:
+        for k, v in trainer.projection.state_dict().items():
+            weights[f"projection.{k}"] = (
+                (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+            )
+    return weights
+
+
+def fsdp2_loss_and_gradients(output_dir, wrap_head: bool = False) -> dict:
+    """The trainer's loss and the student's (full) gradients on a global batch of 4 rows, split over the processes;
+    under torchrun the student is sharded with FSDP2's `fully_shard` (layers and root, and the `lm_head` on its own
+    when `wrap_head`) and the teacher with `shard_teacher_fsdp2`."""
+    import torch.distributed as dist
+
+    from hf_minitron import DistillationTrainer
+    from hf_minitron.distillation.losses import target_mask
+
+    teacher, student = teacher_and_student(num_hidden_layers=2, hidden_size=32)
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if world > 1:
+        from torch.distributed.fsdp import fully_shard
+
+        from hf_minitron.distillation.placement import shard_teacher_fsdp2
+
+        for layer in student.model.layers:
+            fully_shard(layer)
+        if wrap_head:
+            fully_shard(student.lm_head)
+        fully_shard(student)
+        shard_teacher_fsdp2(teacher)  # what DistillationTrainer does to the teacher under FSDP2
+        assert all(hasattr(p, "full_tensor") for p in teacher.parameters())
+    data = {k: torch.tensor(v) for k, v in token_dataset(4, ragged=True)[:].items()}
+    count = target_mask(data["attention_mask"], data["labels"], data["input_ids"]).sum()
+    mine = {k: v[rank * 4 // world : (rank + 1) * 4 // world] for k, v in data.items()}
+    args = tiny_args(output_dir, hidden_state_weight="auto", lm_weight=0.5, distill_chunk_size=7)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    student.train()
+    loss = trainer.compute_loss(student, mine, num_items_in_batch=count)
+    loss.backward()
+    if world > 1:
+        dist.all_reduce(total := loss.detach().clone())
+        loss = total / world
+    out = {"loss": loss.detach().reshape(1)}
+    for name, p in student.named_parameters():
+        grad = p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad
+        out[f"grad.{name}"] = grad.detach().clone()
+    assert "grad.distill_projection.weight" in out  # the learned projection, a submodule of the student
+    sharded = sum(hasattr(p, "full_tensor") for p in student.parameters())
+    out["sharded_parameters"] = torch.tensor([sharded, len(list(student.parameters()))])
+    return out
+
+
+def main(out_dir: str, mode: str = "train") -> None:
+    from safetensors.torch import save_file
+
+    world = int(os.environ["WORLD_SIZE"])
+    if mode == "train":
+        weights = distill_run(out_dir, world_size=world)
+    elif mode in ("checkpoint", "resume"):  # 4 steps with a checkpoint at step 2, or resumed from it
+        resume = os.path.join(out_dir, "checkpoint-2") if mode == "resume" else None
+        weights = distill_run(out_dir, world_size=world, resume=resume, max_steps=4, save_strategy="steps",
+                              save_steps=2)  # fmt: skip
+    else:
+        import torch.distributed as dist
+
+        dist.init_process_group("gloo")
+        weights = fsdp2_loss_and_gradients(out_dir, wrap_head=mode == "fsdp2-head")
+    save_file(
+        {k: v.contiguous() for k, v in weights.items()},
+        os.path.join(out_dir, f"{mode}-rank{os.environ['RANK']}.safetensors"),
     )
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

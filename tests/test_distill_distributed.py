@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -20,25 +21,96 @@ def free_port() -> int:
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
+def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path):
+    """DDP + the projection's own gradient reduction give the single-process weights (token-weighted over ranks)."""
+    from distill_worker import distill_run
+    from safetensors.torch import load_file
+
     worker = os.path.join(os.path.dirname(__file__), "distill_worker.py")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        worker,
-        str(tmp_path),
-    ]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           worker, str(tmp_path)]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
-    initial = tiny_model("llama", seed=2, num_hidden_layers=2).state_dict()
-    assert rank0.keys() == rank1.keys() == initial.keys()
+    rank0, rank1 = (load_file(tmp_path / f"train-rank{r}.safetensors") for r in (0, 1))
+    single = distill_run(tmp_path / "single", world_size=1)
+    initial = tiny_model("llama", seed=2, num_hidden_layers=2, hidden_size=32).state_dict()
+    assert rank0.keys() == rank1.keys() == single.keys()
+    assert {k for k in single if k.startswith("projection.")} == {"projection.weight"}
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
-    assert any(not torch.equal(rank0[k], initial[k]) for k in rank0)  # it trained
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert any(not torch.equal(single[k], initial[k]) for k in initial)  # it trained
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["fsdp2", "fsdp2-head"])
+def test_fsdp2_sharded_student_and_teacher_give_the_unsharded_loss_and_gradients(tmp_path, mode):
+    """FSDP2 `fully_shard` on CPU (gloo): layers and root sharded, and in "fsdp2-head" the lm_head as its own unit
+    (resharded after forward, so the chunked loss must unshard it through FSDP for the gradient to be reduced)."""
+    from distill_worker import fsdp2_loss_and_gradients
+    from safetensors.torch import load_file
+
+    worker = os.path.join(os.path.dirname(__file__), "distill_worker.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           worker, str(tmp_path), mode]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (load_file(tmp_path / f"{mode}-rank{r}.safetensors") for r in (0, 1))
+    sharded, total = rank0.pop("sharded_parameters").tolist()
+    assert sharded == total > 0  # every student parameter was a DTensor shard
+    rank1.pop("sharded_parameters")
+    single = fsdp2_loss_and_gradients(tmp_path / "single")
+    single.pop("sharded_parameters")
+    assert rank0.keys() == single.keys() and "grad.lm_head.weight" in single
+    for key in single:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=1e-7, msg=key)
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_cli_distill_under_torchrun_saves_on_every_rank(tmp_path):
+    """`save_model` is a collective under FSDP / ZeRO-3: the CLI calls it on every rank, into rank 0's staging folder."""
+    from cli_fixtures import make_workspace
+    from transformers import AutoModelForCausalLM
+
+    ws = make_workspace(tmp_path)
+    out = tmp_path / "distilled"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "hf_minitron.cli", "distill", "--student", str(ws["model"]), "--teacher", str(ws["model"]),
+           "--data", str(ws["train"]), "--seq-len", "32", "--output", str(out), "--max_steps", "2",
+           "--per_device_train_batch_size", "2", "--report_to", "none", "--save_strategy", "no", "--use_cpu",
+           "--ddp_backend", "gloo", "--dataloader_pin_memory", "false"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert AutoModelForCausalLM.from_pretrained(out).config.hidden_size == 64
+    assert (out / "README.md").is_file() and not (out / "training_args.bin").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+    assert json.loads(result.stdout[result.stdout.index("{\n") :])["tokens"] == 2 * 2 * 2 * 32
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_processes_resume_from_a_checkpoint_identically(tmp_path):
+    """4 steps straight (checkpoint at 2) vs resumed from checkpoint-2 in new processes: same weights, projection too."""
+    from safetensors.torch import load_file
+
+    worker = os.path.join(os.path.dirname(__file__), "distill_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    for mode in ("checkpoint", "resume"):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+               str(free_port()), worker, str(tmp_path), mode]  # fmt: skip
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "checkpoint-2" / "distill_projection.safetensors").is_file()
+    straight, resumed = (
+        load_file(tmp_path / f"{mode}-rank0.safetensors") for mode in ("checkpoint", "resume")
+    )
+    assert straight.keys() == resumed.keys() and "projection.weight" in straight
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6, msg=key)

@@ -103,3 +103,75 @@ def test_chunked_without_grad_computes_values_only():
     with torch.no_grad():
         total, d_sum, ce_sum = chunked_distillation_loss(torch.randn(3, 4), s_head, torch.randn(3, 4), t_head)
     assert total.item() == pytest.approx(d_sum.item()) and ce_sum.item() == 0.0
+
+
+def test_no_grad_with_parameters_that_require_grad_skips_the_closed_form_gradient(monkeypatch):
+    """Evaluation inside training: the head's parameters require grad but grad mode is off."""
+    import hf_minitron.distillation.chunked as chunked
+
+    torch.manual_seed(0)
+    s_weight = torch.randn(16, 4, requires_grad=True)
+    s_hidden = torch.randn(6, 4, requires_grad=True)
+    t_head, t_hidden = LogitHead(torch.randn(16, 4)), torch.randn(6, 4)
+    labels = torch.randint(0, 16, (6,))
+    want = chunked_distillation_loss(s_hidden, LogitHead(s_weight), t_hidden, t_head, labels, lm_weight=0.5)
+
+    calls = []
+    original = chunked.divergence_and_grad
+    monkeypatch.setattr(chunked, "divergence_and_grad", lambda *a: calls.append(1) or original(*a))
+    with torch.no_grad():
+        got = chunked_distillation_loss(
+            s_hidden, LogitHead(s_weight), t_hidden, t_head, labels, lm_weight=0.5
+        )
+    assert not calls  # no lm_head-sized gradient buffer, no extra matmuls
+    assert not got[0].requires_grad
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w.detach())
+    chunked_distillation_loss(s_hidden, LogitHead(s_weight), t_hidden, t_head, labels)
+    assert calls  # with grad mode on, the gradient is computed in the forward
+
+
+def bucketed_kl_reference(s_logits, t_logits, k):
+    """KL over the teacher's top-k tokens plus one 'other' bucket, written out in float64 with plain indexing."""
+    p_t, p_s = F.softmax(t_logits.double(), -1), F.softmax(s_logits.double(), -1)
+    rows = []
+    for i in range(p_t.shape[0]):
+        top = p_t[i].argsort(descending=True)[:k]
+        other = torch.ones(p_t.shape[1], dtype=torch.bool)
+        other[top] = False
+        t = torch.cat([p_t[i, top], p_t[i, other].sum()[None]])
+        s = torch.cat([p_s[i, top], p_s[i, other].sum()[None]])
+        keep = t > 0
+        rows.append((t[keep] * (t[keep].log() - s[keep].log())).sum())
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("k", [1, 5, 32])  # 32 = the whole vocabulary
+def test_topk_kl_matches_bucketed_reference_values_and_gradients(k):
+    from hf_minitron.distillation.chunked import chunked_topk_distillation_loss
+    from hf_minitron.distillation.losses import teacher_topk
+
+    torch.manual_seed(0)
+    n, h, v = 13, 8, 32
+    s_hidden = torch.randn(n, h, requires_grad=True)
+    s_weight = torch.randn(v, h, requires_grad=True)
+    t_logits = torch.randn(n, v) * 2
+    labels = torch.randint(0, v, (n,))
+    values, indices, rest = teacher_topk(t_logits, k)
+    assert (rest == float("-inf")).all() == (k == v)
+    s_logits = F.linear(s_hidden, s_weight)
+    ref = 0.7 * bucketed_kl_reference(s_logits, t_logits, k).sum() + 0.3 * F.cross_entropy(
+        s_logits.double(), labels, reduction="sum"
+    )
+    ref_grads = torch.autograd.grad(ref, (s_hidden, s_weight))
+    for chunk_size in (1, 4, 64):
+        total, d_sum, _ = chunked_topk_distillation_loss(
+            s_hidden, LogitHead(s_weight), values, indices.int(), rest, labels,
+            distill_weight=0.7, lm_weight=0.3, chunk_size=chunk_size,
+        )  # fmt: skip
+        torch.testing.assert_close(total.double(), ref, rtol=1e-5, atol=1e-5)
+        for g, r in zip(torch.autograd.grad(total, (s_hidden, s_weight)), ref_grads):
+            torch.testing.assert_close(g.double(), r.double(), rtol=1e-4, atol=1e-5)
+    if k == v:  # all tokens kept: the full forward KL
+        full = divergence("forward_kl", s_logits, t_logits).sum()
+        torch.testing.assert_close(d_sum, full, rtol=1e-5, atol=1e-5)

@@ -105,6 +105,22 @@ def test_evaluate_reports_distill_loss_lm_loss_and_perplexity(tmp_path):
     assert metrics["eval_distill_loss"] == pytest.approx(metrics["eval_loss"], rel=1e-5)
 
 
+def test_eval_loss_is_token_weighted_like_the_components(tmp_path):
+    teacher, student = teacher_and_student()
+    data = token_dataset(5, ragged=True)  # batches of one row: different numbers of counted tokens
+    args = tiny_args(tmp_path, per_device_eval_batch_size=1, lm_weight=0.5)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, eval_dataset=data)
+    metrics = trainer.evaluate()
+    inputs = batch(data)
+    with torch.no_grad():
+        s_logits, t_logits = student(**inputs).logits[:, :-1], teacher(**inputs).logits[:, :-1]
+    keep = (inputs["labels"][:, 1:] != -100) & inputs["attention_mask"][:, 1:].bool()
+    kl = reference("forward_kl", s_logits[keep], t_logits[keep], 1.0).mean()
+    ce = F.cross_entropy(s_logits[keep].double(), inputs["labels"][:, 1:][keep])
+    assert metrics["eval_loss"] == pytest.approx((kl + 0.5 * ce).item(), rel=1e-5)
+    assert metrics["eval_loss"] == pytest.approx(metrics["eval_distill_loss"] + 0.5 * metrics["eval_lm_loss"])
+
+
 def test_checkpoint_and_resume_continue_identically(tmp_path):
     # Student hidden 32 vs teacher 64 without provenance: a learned projection, which must resume too.
     def run(output_dir, resume=None):
@@ -182,6 +198,25 @@ def test_width_pruned_student_uses_kept_teacher_channels_else_a_projection(tmp_p
     assert not any("projection" in k for k in reloaded.state_dict())  # dropped at save
 
 
+def test_no_training_args_pickle_and_no_token_in_any_written_file(tmp_path):
+    token = "hf_DistillSecretToken0123456789"
+    teacher, student = teacher_and_student(num_hidden_layers=2, hidden_size=32)
+    args = tiny_args(tmp_path / "ckpt", max_steps=2, save_strategy="steps", save_steps=1, hidden_state_weight=1.0,
+                     hub_token=token)  # fmt: skip
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(8)
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "training_args.json" for p in written)
+    assert any(p.name == "distill_projection.safetensors" for p in written)
+    assert not [p for p in written if p.name == "training_args.bin"]
+    assert not [p for p in written if token.encode() in p.read_bytes()]
+    final = {p.suffix for p in (tmp_path / "final").iterdir()}
+    assert final <= {".json", ".safetensors"}, final  # hf-minitron's own output: no pickle at all
+
+
 def test_bad_inputs_raise_before_training(tmp_path):
     teacher, student = teacher_and_student()
     small_vocab = tiny_model("llama", seed=2, vocab_size=96)
@@ -211,6 +246,27 @@ def test_bad_inputs_raise_before_training(tmp_path):
             )
     with pytest.raises(ValueError, match="hidden_state_weight"):
         tiny_args(tmp_path, hidden_state_weight="sometimes")
+
+
+def test_unknown_logit_transform_is_refused_at_init(tmp_path):
+    """A family whose forward multiplies the logits (like Falcon-H1's lm_head_multiplier) by what the head lacks."""
+    from tiny_models import tiny_config
+    from transformers import LlamaForCausalLM
+
+    class Multiplied(LlamaForCausalLM):
+        def forward(self, *args, **kwargs):
+            out = super().forward(*args, **kwargs)
+            out.logits = out.logits * 3.0
+            return out
+
+    torch.manual_seed(0)
+    odd = Multiplied(tiny_config("llama")).eval()
+    teacher, student = teacher_and_student()
+    with pytest.raises(ValueError, match=r"student's logits \(Multiplied\).*max difference"):
+        DistillationTrainer(model=odd, teacher_model=teacher, args=tiny_args(tmp_path))
+    with pytest.raises(ValueError, match=r"teacher's logits \(Multiplied\)"):
+        DistillationTrainer(model=student, teacher_model=odd, args=tiny_args(tmp_path))
+    assert all(p.requires_grad for p in odd.parameters())  # refused before the teacher was frozen
 
 
 def test_arguments_parse_from_command_line(tmp_path):

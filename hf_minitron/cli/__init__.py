@@ -22,6 +22,7 @@ COMMANDS = {
     "push": "Upload a model folder to the Hugging Face Hub as one commit.",
     "quickstart": "The whole method offline on a built-in corpus: teacher, prune, distill vs scratch.",
     "search": "Rank candidate architectures for a parameter budget.",
+    "teacher-logits": "Run the teacher once and store its top-k next-token log-probs for offline distillation.",
 }
 
 logger = logging.getLogger("hf_minitron")
@@ -63,7 +64,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             subparsers.add_parser(name, help=help_text, add_help=False)
             continue
         try:
-            module = importlib.import_module(f"hf_minitron.cli.{name}")
+            module = importlib.import_module(f"hf_minitron.cli.{name.replace('-', '_')}")
         except ImportError as e:
             raise SystemExit(f"hf-minitron {name} is not available: {e}") from e
         sub = module.add_parser(subparsers)

@@ -14,12 +14,6 @@ from hf_minitron.cli.common import add_config_flag
 logger = logging.getLogger(__name__)
 
 SECTIONS = ["model", "data", "distillation"]
-# Settings worth showing on the model card (the run record keeps them all).
-CARD_SETTINGS = (
-    "distill_loss", "distill_temperature", "distill_weight", "lm_weight", "hidden_state_weight", "learning_rate",
-    "lr_scheduler_type", "warmup_steps", "max_steps", "num_train_epochs", "per_device_train_batch_size",
-    "gradient_accumulation_steps",
-)  # fmt: skip
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -39,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--teacher", dest="model_name_or_path", default=argparse.SUPPRESS, metavar="MODEL",
                         help="Teacher: Hub id or folder (default: model: of the recipe); loaded with --dtype.")  # fmt: skip
     parser.add_argument("--output", "-o", required=True, help="Output folder of the distilled student.")
+    parser.add_argument("--teacher_logits", default=None, metavar="DIR",
+                        help="Train from stored teacher top-k log-probs (`hf-minitron teacher-logits`) instead of "
+                        "running a teacher: --teacher and --data are then not needed.")  # fmt: skip
     add_config_flag(parser, SECTIONS)
     return parser
 
@@ -60,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
 
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer, print_json
     from hf_minitron.data import load_texts, pack_texts
-    from hf_minitron.distillation import DistillationArguments, DistillationTrainer
+    from hf_minitron.distillation import DistillationArguments, DistillationTrainer, TeacherLogitsDataset
+    from hf_minitron.distillation.card import card_settings
     from hf_minitron.hub import (
         RECORD_NAME,
         architecture_summary,
@@ -68,14 +66,16 @@ def run(args: argparse.Namespace) -> int:
         recorded_command,
         write_model_card,
     )
-    from hf_minitron.io import atomic_output_dir
 
     model_args = dataclass_from_namespace(ModelArguments, args)
     data_args = dataclass_from_namespace(DataArguments, args)
-    if not model_args.model_name_or_path:
-        raise ValueError("the teacher is required: --teacher MODEL (or model: in the recipe)")
-    if not data_args.data:
-        raise ValueError("training text is required: --data PATH_OR_DATASET")
+    store = TeacherLogitsDataset(args.teacher_logits) if args.teacher_logits else None
+    if store is None and not model_args.model_name_or_path:
+        raise ValueError(
+            "the teacher is required: --teacher MODEL (or model: in the recipe), or --teacher_logits DIR"
+        )
+    if store is None and not data_args.data:
+        raise ValueError("training text is required: --data PATH_OR_DATASET (or --teacher_logits DIR)")
     output = Path(args.output).expanduser().absolute()
     checkpoints = getattr(args, "output_dir", None) or str(output.parent / f"{output.name}-checkpoints")
     dist_args = dataclass_from_namespace(DistillationArguments, args, output_dir=checkpoints)
@@ -83,11 +83,16 @@ def run(args: argparse.Namespace) -> int:
 
     student = AutoModelForCausalLM.from_pretrained(args.student, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.student)
-    teacher, _ = load_model_and_tokenizer(model_args.model_name_or_path, model_args)
-    seq_len = cap_seq_len(data_args.seq_len, student)
-    texts = load_texts(data_args.data, data_args.data_split, data_args.text_column, data_args.dataset_config,
-                       data_args.max_texts)  # fmt: skip
-    train_dataset = pack_texts(texts, tokenizer, seq_len)
+    if store is not None:  # offline: no teacher is loaded; the blocks come with its stored distributions
+        teacher, train_dataset, seq_len = None, store, int(store.manifest["seq_len"])
+        teacher_name, data_name = store.manifest["teacher"], str(args.teacher_logits)
+    else:
+        teacher, _ = load_model_and_tokenizer(model_args.model_name_or_path, model_args)
+        seq_len = cap_seq_len(data_args.seq_len, student)
+        texts = load_texts(data_args.data, data_args.data_split, data_args.text_column, data_args.dataset_config,
+                           data_args.max_texts)  # fmt: skip
+        train_dataset = pack_texts(texts, tokenizer, seq_len)
+        teacher_name, data_name = model_args.model_name_or_path, data_args.data
     eval_dataset = None
     if data_args.eval_data:
         eval_texts = load_texts(data_args.eval_data, data_args.eval_split, data_args.text_column,
@@ -116,39 +121,57 @@ def run(args: argparse.Namespace) -> int:
 
     record = load_record(args.student) or {
         "model_name": output.name,
-        "base_model": model_args.model_name_or_path,
-        "architecture": {"before": architecture_summary(teacher)},
+        "base_model": teacher_name,
+        "architecture": {"before": architecture_summary(teacher)} if teacher is not None else {},
         "commands": [],
     }
     record["model_name"] = output.name
     record.setdefault("architecture", {})["after"] = architecture_summary(student)
     record["distillation"] = {
-        "teacher": model_args.model_name_or_path,
-        "data": data_args.data,
+        "teacher": teacher_name,
+        "data": data_name,
         "tokens": tokens,
         "seq_len": seq_len,
-        "settings": {
-            k: getattr(dist_args, k) for k in CARD_SETTINGS if getattr(dist_args, k, None) is not None
-        },
+        "settings": card_settings(dist_args) | ({"teacher_top_k": store.top_k} if store is not None else {}),
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
     }
-    if not Path(data_args.data).exists():
+    if store is None and not Path(data_args.data).exists():
         record["datasets"] = sorted(set(record.get("datasets", [])) | {data_args.data})
     record["evaluations"] = evaluations  # results of the model before distillation no longer describe it
     record["commands"] = [*record.get("commands", []), recorded_command(args._command_line)]
 
+    def write_rest(tmp: Path) -> None:
+        tokenizer.save_pretrained(tmp)
+        for name in ("pruning_config.json",):
+            if (Path(args.student) / name).is_file():
+                shutil.copy2(Path(args.student) / name, tmp / name)
+        (tmp / RECORD_NAME).unlink(missing_ok=True)
+        write_model_card(tmp, record)
+
+    save_on_every_rank(trainer, output, write_rest)
     if trainer.is_world_process_zero():
-        with atomic_output_dir(output) as tmp:
-            trainer.save_model(str(tmp))
-            tokenizer.save_pretrained(tmp)
-            for name in ("pruning_config.json",):
-                if (Path(args.student) / name).is_file():
-                    shutil.copy2(Path(args.student) / name, tmp / name)
-            (tmp / RECORD_NAME).unlink(missing_ok=True)
-            write_model_card(tmp, record)
         ckpt = Path(checkpoints)
         if ckpt.is_dir() and not any(p.name.startswith("checkpoint-") for p in ckpt.iterdir()):
             shutil.rmtree(ckpt, ignore_errors=True)
         print_json({"output": str(output), "tokens": tokens, "metrics": record["distillation"]["metrics"],
                     "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
     return 0
+
+
+def save_on_every_rank(trainer, output: Path, write_rest) -> None:
+    """`trainer.save_model` on every process (a collective under FSDP / ZeRO-3) into rank 0's atomic output folder."""
+    import contextlib
+
+    import torch
+
+    from hf_minitron.io import atomic_output_dir
+
+    main = trainer.is_world_process_zero()
+    with atomic_output_dir(output) if main else contextlib.nullcontext() as tmp:
+        names = [str(tmp) if main else None]
+        if trainer.args.world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.broadcast_object_list(names, src=0)
+        trainer.save_model(names[0])
+        if main:
+            write_rest(Path(names[0]))
+        trainer.accelerator.wait_for_everyone()

@@ -57,6 +57,13 @@ class DistillationArguments(TrainingArguments):
         distill_truncate_vocab (`bool`, defaults to `False`):
             Allow teacher and student vocabularies of different sizes by comparing only their first
             min(vocab sizes) tokens (for padded vocabularies). Otherwise a mismatch is an error.
+        teacher_sharding (`str`, defaults to `"shard"`):
+            Under FSDP2 or DeepSpeed ZeRO-3: `"shard"` shards the frozen teacher like the student (FSDP2 `fully_shard`
+            per decoder layer / ZeRO-3 inference); `"replicate"` places it whole on each device (faster when it fits).
+            Ignored otherwise.
+        teacher_model_init_kwargs (`dict` or `str`, *optional*):
+            Keyword arguments of `AutoModelForCausalLM.from_pretrained` when `teacher_model` is a Hub id or a path
+            (as in TRL), e.g. `{"dtype": "bfloat16"}`; a JSON object string is accepted.
     """
 
     distill_loss: str = field(
@@ -90,9 +97,39 @@ class DistillationArguments(TrainingArguments):
         default=False,
         metadata={"help": "Compare only the first min(vocab sizes) tokens when vocabularies differ."},
     )
+    teacher_sharding: str = field(
+        default="shard",
+        metadata={
+            "help": "Teacher under FSDP2 / ZeRO-3: shard or replicate.",
+            "choices": ["shard", "replicate"],
+        },
+    )
+    teacher_model_init_kwargs: dict | str | None = field(
+        default=None,
+        metadata={
+            "help": 'from_pretrained keyword arguments for a teacher given by name, e.g. \'{"dtype": "bfloat16"}\'.'
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
+        if self.teacher_sharding not in ("shard", "replicate"):
+            raise ValueError(
+                f"teacher_sharding={self.teacher_sharding!r} is invalid: allowed 'shard' or 'replicate'."
+            )
+        if isinstance(self.teacher_model_init_kwargs, str):
+            try:
+                self.teacher_model_init_kwargs = json.loads(self.teacher_model_init_kwargs)
+            except json.JSONDecodeError as err:
+                raise ValueError(
+                    f"teacher_model_init_kwargs must be a JSON object, got {self.teacher_model_init_kwargs!r}."
+                ) from err
+        if self.teacher_model_init_kwargs is not None and not isinstance(
+            self.teacher_model_init_kwargs, dict
+        ):
+            raise ValueError(
+                f"teacher_model_init_kwargs must be a dict, got {type(self.teacher_model_init_kwargs).__name__}."
+            )
         if self.distill_loss not in DISTILL_LOSSES:
             raise ValueError(f"Unknown distill_loss {self.distill_loss!r}; choose one of {DISTILL_LOSSES}.")
         if self.hidden_state_loss not in HIDDEN_STATE_LOSSES:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .losses import divergence, divergence_and_grad
+from .losses import divergence, divergence_and_grad, topk_forward_kl_and_grad
 
 # Elements of one [chunk, vocab] float32 buffer when `distill_chunk_size` is not given (128 MiB).
 DEFAULT_CHUNK_ELEMENTS = 2**25
@@ -69,10 +69,13 @@ class LogitHead:
 
 
 class _ChunkedDistillation(torch.autograd.Function):
+    """The chunk loop; `target(start, stop, student_logits, need_grad)` gives `(divergence [c], grad or None, lse)`."""
+
     @staticmethod
-    def forward(ctx, s_hidden, s_weight, s_bias, t_hidden, labels, s_head, t_head, opts):
-        name, temperature, chunk_size, distill_weight, lm_weight = opts
-        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+    def forward(ctx, s_hidden, s_weight, s_bias, labels, s_head, target, opts):
+        temperature, chunk_size, distill_weight, lm_weight, grad_enabled = opts
+        # needs_input_grad stays true under no_grad when the inputs require grad: also ask the caller's grad mode.
+        need_h, need_w, need_b = (grad_enabled and need for need in ctx.needs_input_grad[:3])
         need_any = need_h or need_w or need_b
         n, vocab = s_hidden.shape[0], s_weight.shape[0] if s_head.vocab is None else s_head.vocab
         grad_h = torch.zeros_like(s_hidden) if need_h else None
@@ -82,15 +85,11 @@ class _ChunkedDistillation(torch.autograd.Function):
         ce_sum = torch.zeros_like(d_sum)
         for start in range(0, n, chunk_size):
             h = s_hidden[start : start + chunk_size]
-            t_logits = t_head.logits(t_hidden[start : start + chunk_size])
             s_logits = s_head.transform(s_head.raw(h, s_weight, s_bias))
-            if need_any:
-                d, g, lse = divergence_and_grad(name, s_logits, t_logits, temperature)
+            d, g, lse = target(start, start + h.shape[0], s_logits, need_any)
+            if g is not None:
                 g.mul_(distill_weight)
-            else:
-                d, lse = divergence(name, s_logits, t_logits, temperature), None
             d_sum += d.sum()
-            del t_logits
             if labels is not None:
                 y = labels[start : start + chunk_size, None]
                 if lse is None or temperature != 1:
@@ -129,7 +128,26 @@ class _ChunkedDistillation(torch.autograd.Function):
             grad_w = grad_w.mul_(grad_total).to(ctx.weight_dtype)
         if grad_b is not None:
             grad_b = grad_b.mul_(grad_total).to(ctx.weight_dtype)
-        return grad_h, grad_w, grad_b, None, None, None, None, None
+        return grad_h, grad_w, grad_b, None, None, None, None
+
+
+def _run_chunks(
+    student_hidden, student_head, labels, target, temperature, distill_weight, lm_weight, chunk_size
+):
+    vocab = student_head.vocab or student_head.weight.shape[0]
+    # At least 8 chunks, so the chunk buffers stay well below a full-logits tensor even for short batches.
+    chunk_size = chunk_size or max(1, min(DEFAULT_CHUNK_ELEMENTS // vocab, -(-student_hidden.shape[0] // 8)))
+    # Read here: inside autograd.Function.forward grad mode is always off.
+    opts = (
+        float(temperature),
+        int(chunk_size),
+        float(distill_weight),
+        float(lm_weight),
+        torch.is_grad_enabled(),
+    )
+    return _ChunkedDistillation.apply(
+        student_hidden, student_head.weight, student_head.bias, labels, student_head, target, opts
+    )
 
 
 def chunked_distillation_loss(
@@ -162,17 +180,49 @@ def chunked_distillation_loss(
         `(total, distill_sum, lm_sum)`: float32 scalars; only `total = distill_weight * distill_sum +
         lm_weight * lm_sum` carries gradients. `lm_sum` is 0 when `labels` is None.
     """
-    vocab = student_head.vocab or student_head.weight.shape[0]
-    # At least 8 chunks, so the chunk buffers stay well below a full-logits tensor even for short batches.
-    chunk_size = chunk_size or max(1, min(DEFAULT_CHUNK_ELEMENTS // vocab, -(-student_hidden.shape[0] // 8)))
-    opts = (loss, float(temperature), int(chunk_size), float(distill_weight), float(lm_weight))
-    return _ChunkedDistillation.apply(
-        student_hidden,
-        student_head.weight,
-        student_head.bias,
-        teacher_hidden.detach(),
-        labels,
-        student_head,
-        teacher_head,
-        opts,
+    teacher_hidden = teacher_hidden.detach()
+
+    def target(start, stop, s_logits, need_grad):
+        t_logits = teacher_head.logits(teacher_hidden[start:stop])
+        if need_grad:
+            return divergence_and_grad(loss, s_logits, t_logits, temperature)
+        return divergence(loss, s_logits, t_logits, temperature), None, None
+
+    return _run_chunks(
+        student_hidden, student_head, labels, target, temperature, distill_weight, lm_weight, chunk_size
+    )
+
+
+def chunked_topk_distillation_loss(
+    student_hidden: torch.Tensor,
+    student_head: LogitHead,
+    topk_logprobs: torch.Tensor,
+    topk_indices: torch.Tensor,
+    rest_logprob: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    *,
+    distill_weight: float = 1.0,
+    lm_weight: float = 0.0,
+    chunk_size: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`chunked_distillation_loss` against stored teacher top-k log-probabilities (forward KL, temperature 1).
+
+    Args:
+        student_hidden (`torch.Tensor` of shape `[N, Hs]`), student_head (`LogitHead`): as in
+            `chunked_distillation_loss`.
+        topk_logprobs (`torch.Tensor` of shape `[N, k]`), topk_indices (`torch.LongTensor` of shape `[N, k]`),
+        rest_logprob (`torch.Tensor` of shape `[N]`): the teacher's stored distribution (`losses.topk_forward_kl`).
+        labels, distill_weight, lm_weight, chunk_size: as in `chunked_distillation_loss`.
+
+    Returns:
+        `(total, distill_sum, lm_sum)` as in `chunked_distillation_loss`.
+    """
+
+    def target(start, stop, s_logits, need_grad):
+        stored = (topk_logprobs[start:stop], topk_indices[start:stop], rest_logprob[start:stop])
+        d, g, lse = topk_forward_kl_and_grad(s_logits, *stored, need_grad=need_grad)
+        return d, g, lse
+
+    return _run_chunks(
+        student_hidden, student_head, labels, target, 1.0, distill_weight, lm_weight, chunk_size
     )

@@ -119,6 +119,68 @@ def divergence_and_grad(
     return loss * tau**2, grad.mul_(tau), lse
 
 
+def teacher_topk(teacher_logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What an offline teacher stores per position: its top-k log-probabilities and the log of the remaining mass.
+
+    Args:
+        teacher_logits (`torch.Tensor` of shape `[N, V]`): the teacher's logits (after any scale / soft-cap).
+        k (`int`): how many tokens to keep, 1 <= k <= V.
+
+    Returns:
+        `(logprobs [N, k] float32, indices [N, k] int64, rest [N] float32)`; `rest` is log(1 - sum(exp(logprobs))),
+        computed as a logsumexp over the other tokens (-inf when k = V).
+    """
+    lp = F.log_softmax(teacher_logits.float(), dim=-1)
+    values, indices = lp.topk(k, dim=-1)
+    rest = torch.logsumexp(lp.scatter_(1, indices, float("-inf")), dim=-1)
+    return values, indices, rest
+
+
+def topk_forward_kl_and_grad(
+    student_logits: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    topk_indices: torch.Tensor,
+    rest_logprob: torch.Tensor,
+    need_grad: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Forward KL(teacher || student) over the teacher's top-k tokens plus one bucket for all the others.
+
+    The teacher's distribution is its stored top-k probabilities and the remaining mass `exp(rest)`; the student's is
+    its probabilities of the same k tokens and the sum of all its other probabilities. With k = V this is the full
+    forward KL. The gradient with respect to the student logits z is, for a kept token j, `S * q_j - p_j`, and for
+    another token `q_j * (S - p_rest / q_rest)` (S = the stored teacher mass, 1 up to rounding).
+
+    Args:
+        student_logits (`torch.Tensor` of shape `[N, V]`): student logits (float32).
+        topk_logprobs (`torch.Tensor` of shape `[N, k]`): teacher log-probabilities of its top-k tokens (any float).
+        topk_indices (`torch.Tensor` of shape `[N, k]`): their token ids (any integer dtype).
+        rest_logprob (`torch.Tensor` of shape `[N]`): log of the teacher's remaining mass (-inf when none).
+        need_grad (`bool`, defaults to True): also return the gradient.
+
+    Returns:
+        `(loss [N], grad [N, V] or None, lse [N])`, float32, as `divergence_and_grad` (temperature 1).
+    """
+    z = student_logits.float()
+    idx = topk_indices.long()
+    lt, lt_rest = topk_logprobs.float(), rest_logprob.float()
+    ls = F.log_softmax(z, dim=-1)
+    lse = z[:, 0] - ls[:, 0]
+    pt, pt_rest = lt.exp(), lt_rest.exp()
+    ls_k = ls.gather(1, idx)
+    others = ls.scatter(1, idx, float("-inf"))  # student log-probs of the tokens outside the teacher's top-k
+    ls_rest = torch.logsumexp(others, dim=-1)
+    has_rest = pt_rest > 0
+    rest_term = torch.where(has_rest, pt_rest * (lt_rest - torch.where(has_rest, ls_rest, 0.0)), 0.0)
+    loss = (pt * (lt - ls_k)).sum(-1) + rest_term
+    if not need_grad:
+        return loss, None, lse
+    total_mass = pt.sum(-1) + pt_rest
+    # q_j / q_rest for tokens outside the top-k, times the teacher's rest mass (0 where there is none)
+    ratio = others.sub_(torch.where(has_rest, ls_rest, 0.0)[:, None]).exp_().mul_(pt_rest[:, None])
+    grad = ls.exp_().mul_(total_mass[:, None]).sub_(ratio).scatter_add_(1, idx, -pt)
+    return loss, grad, lse
+
+
 def hidden_state_loss(name: str, student_states: torch.Tensor, teacher_states: torch.Tensor) -> torch.Tensor:
     """Per-position loss between hidden states of equal width.
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from transformers.utils import logging
 
 from .chunked import LogitHead
+
+logger = logging.get_logger(__name__)
 
 
 def logit_transform(config) -> tuple[float, float | None]:
@@ -35,16 +38,94 @@ def output_vocab(model: nn.Module) -> int:
     return base_model(model).get_output_embeddings().weight.shape[0]
 
 
-def logit_head(model: nn.Module, vocab: int | None = None) -> LogitHead:
-    """The model's `lm_head` as a `LogitHead` (an FSDP2 DTensor weight is gathered once)."""
+def logit_head(model: nn.Module, vocab: int | None = None, trainable: bool = False) -> LogitHead:
+    """The model's `lm_head` as a `LogitHead`.
+
+    Under FSDP2 a resharded head weight is a DTensor: for the student (`trainable`) the FSDP unit that owns it is
+    unsharded (FSDP's own all-gather), so that the gradient lands on FSDP's unsharded parameter and FSDP
+    reduce-scatters it after backward, as for any parameter used in forward; for the teacher (no gradient) the head
+    is gathered with `full_tensor()` for this step only.
+    """
     model = base_model(model)
     head = model.get_output_embeddings()
+    if trainable and hasattr(head.weight, "full_tensor"):
+        owner = _fsdp_owner(model, head)
+        if owner is not None:
+            owner.unshard()
     weight, bias = head.weight, getattr(head, "bias", None)
     if hasattr(weight, "full_tensor"):
         weight = weight.full_tensor()
         bias = bias.full_tensor() if hasattr(bias, "full_tensor") else bias
     scale, softcap = logit_transform(model.config)
     return LogitHead(weight, bias, scale, softcap, vocab)
+
+
+def _fsdp_owner(model: nn.Module, module: nn.Module) -> nn.Module | None:
+    """The FSDP2 unit whose parameter group holds `module`'s parameters: its nearest `fully_shard`-ed ancestor."""
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return None
+    path = next((n for n, m in model.named_modules() if m is module), None)
+    if path is None:
+        return None
+    owners = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, FSDPModule) and (n == "" or path == n or path.startswith(n + "."))
+    ]
+    return max(owners, key=lambda item: len(item[0]))[1] if owners else None
+
+
+def check_logit_head(model: nn.Module, who: str, vocab: int | None = None, num_tokens: int = 8) -> None:
+    """Refuse a model whose forward turns hidden states into logits otherwise than its `LogitHead` does.
+
+    The chunked loss rebuilds logits from the final hidden states with `lm_head`, the scale and the soft-cap that
+    `logit_transform` knows; a family with another transform (e.g. a `lm_head_multiplier`) would otherwise be
+    distilled against wrong logits silently. One forward on `num_tokens` tokens, compared with `model(...).logits`.
+    """
+    inner = base_model(model)
+    weight = inner.get_input_embeddings().weight
+    if weight.device.type == "meta" or weight.numel() == 0 or hasattr(weight, "ds_id"):
+        logger.info("Skipping the logit-head check of the %s: its weights are not materialized here.", who)
+        return
+    ids = (torch.arange(1, num_tokens + 1, device=weight.device) * 7919 % (vocab or output_vocab(model)))[
+        None
+    ]
+    with torch.no_grad():
+        out = model(input_ids=ids, output_hidden_states=True, use_cache=False)
+        got = logit_head(model, vocab).logits(out.hidden_states[-1][0])
+        want = out.logits[0, :, : got.shape[-1]].float()
+    low_precision = {out.logits.dtype, got.dtype, weight.dtype} & {torch.float16, torch.bfloat16}
+    tol = (2e-2 if low_precision else 1e-4) * (1.0 + want.abs().max().item())
+    diff = (got - want).abs().max().item()
+    if not diff <= tol:
+        scale, softcap = logit_transform(inner.config)
+        raise ValueError(
+            f"The {who}'s logits ({type(inner).__name__}) are not lm_head(final hidden states) * {scale:g}"
+            + (f" soft-capped at {softcap:g}" if softcap else "")
+            + f": max difference {diff:.4g} > tolerance {tol:.4g} on a test batch. Its forward applies a logit "
+            "transform that hf-minitron's chunked loss does not know; distilling would use wrong logits. Add the "
+            "family's transform to hf_minitron.distillation.modeling.logit_transform."
+        )
+
+
+def load_teacher(name_or_path: str, init_kwargs: dict | None = None) -> nn.Module:
+    """A teacher given by Hub id or path, loaded with `AutoModelForCausalLM.from_pretrained(**init_kwargs)`.
+
+    A string `dtype` (or `torch_dtype`) such as "bfloat16" is turned into the torch dtype; "auto" is kept.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs = dict(init_kwargs or {})
+    for key in ("dtype", "torch_dtype"):
+        value = kwargs.get(key)
+        if isinstance(value, str) and value != "auto":
+            dtype = getattr(torch, value, None)
+            if not isinstance(dtype, torch.dtype):
+                raise ValueError(f"teacher_model_init_kwargs[{key!r}]={value!r} is not a torch dtype name.")
+            kwargs[key] = dtype
+    return AutoModelForCausalLM.from_pretrained(name_or_path, **kwargs)
 
 
 def final_norm(model: nn.Module) -> nn.Module:
@@ -61,6 +142,16 @@ def final_norm(model: nn.Module) -> nn.Module:
                 f"Cannot find the final norm of {type(model).__name__} for the hidden-state loss."
             ) from None
         return norm
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a causal LM (`get_decoder().layers`)."""
+    layers = getattr(base_model(model).get_decoder(), "layers", None)
+    if layers is None:
+        raise ValueError(
+            f"Cannot find the decoder layers of {type(base_model(model)).__name__} for the hidden-state loss."
+        )
+    return layers
 
 
 def num_layers(model_or_config) -> int:
