@@ -53,5 +53,5 @@ def test_teacher_logits_then_distill_without_loading_a_teacher(ws, tmp_path, cap
     assert not (out / "training_args.bin").exists()
     record = load_record(out)
     assert record["distillation"]["settings"]["teacher_top_k"] == 8
-    assert record["distillation"]["data"] == str(store)
+    assert record["distillation"]["data"] == store.name  # machine paths are cut in records meant for upload
     assert "teacher_top_k" in ModelCard.load(out / "README.md").text

@@ -463,12 +463,19 @@ class DistillationTrainer(Trainer):
     # ---- saving: no pickles (Trainer writes training_args.bin, which holds hub_token) -----------------------------
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
-        """Trainer's save without `training_args.bin`; the arguments go to `training_args.json`, tokens masked."""
+        """Trainer's save without `training_args.bin`; the arguments go to `training_args.json`, tokens masked and
+        absolute paths cut to their last component."""
         with _no_training_args_pickle():
             super()._save(output_dir, state_dict)
         if self.args.should_save:
             folder = output_dir if output_dir is not None else self.args.output_dir
-            atomic_write_text(os.path.join(folder, TRAINING_ARGS_JSON), self.args.to_json_string())
+            from hf_minitron.hub import (
+                public_text,
+            )  # tokens masked, machine paths cut: the folder is uploaded
+
+            atomic_write_text(
+                os.path.join(folder, TRAINING_ARGS_JSON), public_text(self.args.to_json_string())
+            )
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         with _no_training_args_pickle():
