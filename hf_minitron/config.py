@@ -19,12 +19,17 @@ DEPTH_METRICS = ("block_importance", "perplexity", "contiguous")
 BATCH_AGGREGATIONS = ("l2", "mean", "var")
 SEQUENCE_AGGREGATIONS = ("mean", "l2")
 IMPORTANCE_CRITERIA = ("activation", "taylor", "magnitude")
+EXPERT_IMPORTANCE = ("reap", "frequency", "gate")
 _SIZE_FIELDS = (
     "hidden_size",
     "intermediate_size",
     "num_attention_heads",
     "num_key_value_heads",
     "num_hidden_layers",
+    "num_experts",
+    "num_local_experts",
+    "moe_intermediate_size",
+    "shared_expert_intermediate_size",
 )
 
 
@@ -45,6 +50,12 @@ class PruningConfig:
         num_key_value_heads (`int`, *optional*): New number of KV groups; whole groups are dropped with their
             query heads. For GQA models it defaults to the current count; for MHA models to `num_attention_heads`.
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
+        num_experts, num_local_experts (`int`, *optional*): New number of experts in every MoE layer (the family's
+            key: `num_experts` for Qwen-MoE and OLMoE, `num_local_experts` for Mixtral and gpt-oss); at least
+            `num_experts_per_tok`.
+        moe_intermediate_size (`int`, *optional*): New width of every expert (Qwen-MoE); Mixtral, OLMoE and
+            gpt-oss size their experts with `intermediate_size`.
+        shared_expert_intermediate_size (`int`, *optional*): New width of the shared expert (Qwen2-MoE).
         layers_to_drop (`list[int]`, *optional*): Explicit layer indices to drop (alternative to
             `num_hidden_layers`).
         depth_metric (`str`, defaults to `"block_importance"`): `"block_importance"` (1 - cosine of layer input
@@ -63,6 +74,10 @@ class PruningConfig:
             `"activation"` (Minitron's forward-only statistics: cheaper, no gradients, used by the recipes) or
             `"magnitude"` (weight norms, no data). Layers are ranked by `depth_metric` whatever the criterion.
         width_multiple (`int`, defaults to 64): Hidden and MLP sizes chosen for a budget are multiples of it.
+        expert_importance (`str`, defaults to `"reap"`): How the activation criterion ranks experts: `"reap"`
+            (REAP's router-weighted saliency: mean over the tokens routed to the expert of gate weight x L2 norm of
+            its output), `"frequency"` (share of tokens routed to it) or `"gate"` (its mean gate weight over all
+            tokens).
     """
 
     hidden_size: int | None = field(default=None, metadata={"help": "New hidden size (None keeps it)."})
@@ -70,6 +85,16 @@ class PruningConfig:
     num_attention_heads: int | None = field(default=None, metadata={"help": "New query head count."})
     num_key_value_heads: int | None = field(default=None, metadata={"help": "New KV group count."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "New number of layers."})
+    num_experts: int | None = field(
+        default=None, metadata={"help": "New experts per MoE layer (Qwen-MoE, OLMoE)."}
+    )
+    num_local_experts: int | None = field(
+        default=None, metadata={"help": "New experts per MoE layer (Mixtral, gpt-oss)."}
+    )
+    moe_intermediate_size: int | None = field(default=None, metadata={"help": "New width of every expert."})
+    shared_expert_intermediate_size: int | None = field(
+        default=None, metadata={"help": "New width of the shared expert."}
+    )
     layers_to_drop: list[int] | None = field(
         default=None, metadata={"help": "Explicit layer indices to drop."}
     )
@@ -85,6 +110,9 @@ class PruningConfig:
         },
     )
     width_multiple: int = field(default=64, metadata={"help": "Budget-chosen widths are multiples of this."})
+    expert_importance: str = field(
+        default="reap", metadata={"help": f"How experts are ranked, one of {EXPERT_IMPORTANCE}."}
+    )
 
     def __post_init__(self):
         if self.layers_to_drop is not None and not isinstance(self.layers_to_drop, (str, bytes)):
@@ -109,6 +137,7 @@ class PruningConfig:
             ("batch_aggregation", BATCH_AGGREGATIONS),
             ("sequence_aggregation", SEQUENCE_AGGREGATIONS),
             ("importance", IMPORTANCE_CRITERIA),
+            ("expert_importance", EXPERT_IMPORTANCE),
         ):
             if getattr(self, name) not in choices:
                 raise _fail(name, getattr(self, name), f"one of {list(choices)}")
@@ -171,10 +200,10 @@ class PruningConfig:
         self.validate()
         spec = get_spec(model_config)
         current = spec.shape(model_config)
-        for name in spec.size_keys:
+        for name in (*spec.size_keys, *(f for f in _SIZE_FIELDS if f not in spec.size_keys)):
             value = getattr(self, name, None)
-            if value is not None and name not in current:
-                raise _fail(name, value, f"None ({type(model_config).__name__} has no {name})")
+            if value is not None and (name not in current or name not in spec.size_keys):
+                raise _fail(name, value, f"None ({type(model_config).__name__} has no prunable {name})")
         layers = self.num_hidden_layers
         if layers is not None and layers > current["num_hidden_layers"]:
             raise _fail(

@@ -54,6 +54,32 @@ def count_parameters(model_config, shape: Mapping[str, int | None] | None = None
     return sum(p.numel() for p in _meta_model(config).parameters())
 
 
+def count_active_parameters(model_config, shape: Mapping[str, int | None] | None = None) -> int:
+    """Parameters touched per token: `count_parameters`, less the experts a token is not routed to. In every
+    mixture-of-experts layer only `num_experts_per_tok` of the experts run, so each tensor of the experts module
+    (the module where a group bounded below by the experts per token is observed) counts k / E of its entries;
+    routers, shared experts, attention, embeddings and `lm_head` count fully. Equal to `count_parameters` for a
+    dense model."""
+    config = pruned_config(model_config, shape or {})
+    spec = get_spec(config)
+    model = _meta_model(config)
+    total = sum(p.numel() for p in model.parameters())
+    sizes = spec.shape(config)
+    for group in spec.groups:
+        if not group.lower_bound or group.scope != "layer":
+            continue
+        experts, used = sizes[group.key], sizes[group.lower_bound]
+        for layer in spec.layers(model):
+            for path in group.observe.modules:
+                try:
+                    module = layer.get_submodule(path)
+                except AttributeError:  # a dense layer
+                    continue
+                routed = sum(p.numel() for p in module.parameters())
+                total -= routed - routed * used // experts
+    return total
+
+
 def _count_matmul_weights(config) -> int:
     """Weights of every `nn.Linear` (lm_head included, even when tied): the multiply-adds per token."""
     model = _meta_model(config)

@@ -98,7 +98,11 @@ def _activation_importance(model: nn.Module, batches, config: PruningConfig | No
     if loss_metric:
         batches = list(batches)
     observer = ActivationObserver(
-        model, spec, axes if not loss_metric else axes - {"layers"}, config.sequence_aggregation
+        model,
+        spec,
+        axes if not loss_metric else axes - {"layers"},
+        config.sequence_aggregation,
+        config.expert_importance,
     )
     results: dict[str, torch.Tensor] = {}
     with _eval_no_grad(model):
@@ -124,9 +128,14 @@ def _metadata(model: nn.Module, config: PruningConfig) -> dict:
         "batch_aggregation": config.batch_aggregation,
         "sequence_aggregation": config.sequence_aggregation,
         "depth_metric": config.depth_metric,
+        **({"expert_importance": config.expert_importance} if _has_experts(model) else {}),
         "model_type": model.config.model_type,
         **get_spec(model).shape(model.config),
     }
+
+
+def _has_experts(model: nn.Module) -> bool:
+    return any(g.observe.at == "experts" for g in get_spec(model).groups)
 
 
 @contextlib.contextmanager

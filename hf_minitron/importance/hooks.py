@@ -15,6 +15,7 @@ class HookSet(contextlib.AbstractContextManager):
 
     def __init__(self):
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._patched: list[nn.Module] = []
 
     def pre(self, module: nn.Module, fn: Callable, with_kwargs: bool = False) -> None:
         self._handles.append(module.register_forward_pre_hook(fn, with_kwargs=with_kwargs))
@@ -22,10 +23,18 @@ class HookSet(contextlib.AbstractContextManager):
     def post(self, module: nn.Module, fn: Callable) -> None:
         self._handles.append(module.register_forward_hook(fn))
 
+    def patch(self, module: nn.Module, forward: Callable) -> None:
+        """Run `forward` instead of the module's own until exit (hooks on the module still fire)."""
+        module.forward = forward
+        self._patched.append(module)
+
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for module in self._patched:
+            del module.forward
+        self._patched.clear()
 
 
 class TokenMask:

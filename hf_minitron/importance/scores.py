@@ -77,9 +77,11 @@ class ImportanceScores:
         shape = spec.shape(model_config)
         n_layers = shape["num_hidden_layers"]
         expected = {"layers": (n_layers,)}
+        from hf_minitron.architectures.dimensions import unit_shape
+
         for group in spec.groups:
-            units = shape[group.key]
-            expected[group.name] = (n_layers, units) if group.scope == "layer" else (units,)
+            units = unit_shape(group, shape)
+            expected[group.name] = (n_layers, *units) if group.scope == "layer" else units
         for name, value in self.tensors.items():
             if name in expected and tuple(value.shape) != expected[name]:
                 raise ValueError(

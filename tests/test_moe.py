@@ -1,0 +1,246 @@
+"""Mixture-of-experts families: experts, expert neurons and shared experts against independent references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_pruning import reload_in_fresh_process
+from tiny_models import MOE, random_batches, tiny_model
+from transformers import AutoModelForCausalLM
+
+from hf_minitron.architectures import get_spec
+from hf_minitron.config import PruningConfig
+from hf_minitron.counting import count_active_parameters, count_parameters
+from hf_minitron.importance import estimate_importance
+from hf_minitron.importance.experts import ExpertStatistic, observed_experts_forward
+from hf_minitron.pruning import prune_model
+
+DEAD_EXPERT = 1  # of 4, in every MoE layer
+DEAD_NEURONS = torch.arange(0, 32, 4)  # 8 of 32 neurons of every expert
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def _sparse(model):
+    """(layer index, MoE block) for the layers with experts, found on transformers' own module names."""
+    return [(i, layer.mlp) for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts")]
+
+
+def _router(block):
+    return block.router if hasattr(block, "router") else block.gate
+
+
+def _keys(model) -> tuple[str, str]:
+    """(experts key, expert width key) of the family, from its spec."""
+    spec = get_spec(model)
+    return spec.group("experts").key, spec.group("expert_neurons").key
+
+
+def kill_expert(model, expert: int = DEAD_EXPERT) -> None:
+    """An expert that outputs zero and that the router never selects: hidden channel 0 carries a large constant
+    (embedding column), that only the expert's router row reads, with a large negative weight (and bias)."""
+    with torch.no_grad():
+        model.get_input_embeddings().weight[:, 0] = 1.0
+        for _, block in _sparse(model):
+            router = _router(block)
+            router.weight.mul_(100.0)  # decisive routing: every live expert sees tokens
+            router.weight[:, 0] = 0
+            router.weight[expert] = 0
+            router.weight[expert, 0] = -1000.0
+            if getattr(router, "bias", None) is not None:
+                router.bias[expert] = -1e4
+            block.experts.down_proj[expert] = 0
+            if getattr(block.experts, "down_proj_bias", None) is not None:
+                block.experts.down_proj_bias[expert] = 0
+
+
+def kill_neurons(model, neurons=DEAD_NEURONS) -> None:
+    """Zero gate inputs for the same neurons of every expert: silu(0) = 0 and gpt-oss's clamped GLU of 0 is 0."""
+    with torch.no_grad():
+        for _, block in _sparse(model):
+            experts = block.experts
+            if experts.is_transposed:  # [E, H, 2I], interleaved gate/up columns
+                experts.gate_up_proj[:, :, 2 * neurons] = 0
+                experts.gate_up_proj_bias[:, 2 * neurons] = 0
+            else:  # [E, 2I, H], [gate | up] rows
+                experts.gate_up_proj[:, neurons] = 0
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory):
+    """Every MoE family with a dead expert and dead expert neurons, pruned exactly to them and saved."""
+    root = tmp_path_factory.mktemp("moe")
+    batch = random_batches(n=1, pad_last=3, seed=1)[0]
+    out = {}
+    for arch in MOE:
+        model = tiny_model(arch)
+        kill_expert(model)
+        kill_neurons(model)
+        before = _logits(model, batch)
+        experts_key, width_key = _keys(model)
+        target = PruningConfig(importance="activation", **{experts_key: 3, width_key: 24})
+        # the checked batch among the calibration ones: every expert it routes to has been observed
+        scores = estimate_importance(model, [*random_batches(pad_last=4), batch], target)
+        prune_model(model, target, scores)
+        path = root / arch
+        model.save_pretrained(path)
+        torch.save({"batch": batch, "logits": before}, path / "expected.pt")
+        out[arch] = (model, scores, before, _logits(model, batch), path)
+    return out
+
+
+@pytest.mark.parametrize("arch", MOE)
+def test_dead_expert_and_neurons_rank_last_and_pruning_them_is_exact(pruned, arch):
+    model, scores, before, after, _ = pruned[arch]
+    moe_layers = [i for i, _ in _sparse(tiny_model(arch))]
+    experts = scores.experts[moe_layers]
+    assert (experts[:, DEAD_EXPERT] == 0).all() and ((experts > 0).sum(1) >= 2).all()  # top-2 routing
+    neurons = scores.expert_neurons[moe_layers]
+    dead = torch.zeros(32, dtype=torch.bool)
+    dead[DEAD_NEURONS] = True
+    assert (neurons[..., dead] == 0).all()
+    routed = neurons.sum(-1) > 0  # experts that saw tokens: every live neuron scores above 0
+    assert torch.equal(routed, experts > 0)
+    assert (neurons[routed][:, ~dead] > 0).all()
+    torch.testing.assert_close(after, before, atol=1e-5, rtol=1e-5)
+    experts_key, width_key = _keys(model)
+    assert getattr(model.config, experts_key) == 3 and getattr(model.config, width_key) == 24
+    for _, block in _sparse(model):
+        assert block.experts.num_experts == 3 and _router(block).weight.shape[0] == 3
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(model.config)
+
+
+def test_pruned_moe_reloads_in_fresh_process(pruned):
+    report = reload_in_fresh_process([pruned[a][-1] for a in MOE])
+    for arch in MOE:
+        assert report[arch]["err"] < 1e-5, arch
+        assert report[arch]["gen"] == 7, arch
+        assert report[arch]["minitron"] == pruned[arch][0].config.minitron
+
+
+@pytest.mark.parametrize("criterion", ["frequency", "gate"])
+def test_alternative_expert_criteria_rank_the_dead_expert_last(criterion):
+    model = tiny_model("qwen3_moe")
+    kill_expert(model)
+    config = PruningConfig(num_experts=3, importance="activation", expert_importance=criterion)
+    scores = estimate_importance(model, random_batches(), config)
+    assert scores.metadata["expert_importance"] == criterion
+    moe = scores.experts[[0, 2, 3]]  # layer 1 is dense (mlp_only_layers)
+    assert (moe[:, DEAD_EXPERT] == 0).all() and (moe.sum(1) > 0).all()
+    if criterion == "frequency":  # each token picks 2 of the experts: frequencies sum to top-k
+        torch.testing.assert_close(moe.sum(1), torch.full((3,), 2.0))
+
+
+@pytest.mark.parametrize("arch", MOE)
+def test_observed_forward_matches_the_stock_experts(arch):
+    """The statistics pass computes what transformers computes, and counts routed tokens exactly."""
+    model = tiny_model(arch)
+    _, block = _sparse(model)[0]
+    x = torch.randn(10, model.config.hidden_size)
+    _, weights, index = _router(block)(x)
+    with torch.no_grad():
+        expected = block.experts(x, index, weights)
+        stat = ExpertStatistic(4, 32, squares=False)
+        got = observed_experts_forward(block.experts, stat, lambda n, d: torch.ones(n))(x, index, weights)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(stat.count, torch.bincount(index.flatten(), minlength=4).float())
+
+
+@pytest.mark.parametrize("criterion", ["taylor", "magnitude"])
+@pytest.mark.parametrize("arch", ["gpt_oss", "qwen2_moe"])
+def test_gradient_and_weight_criteria_score_expert_groups(arch, criterion):
+    model = tiny_model(arch)
+    kill_expert(model)
+    experts_key, width_key = _keys(model)
+    config = PruningConfig(importance=criterion, **{experts_key: 3, width_key: 24})
+    scores = estimate_importance(model, random_batches(), config)
+    assert scores.experts.shape == (4, 4) and scores.expert_neurons.shape == (4, 4, 32)
+    moe = [i for i, _ in _sparse(model)]
+    if criterion == "taylor":  # never routed, zero output: no gradient reaches it
+        assert (scores.experts[moe, DEAD_EXPERT] <= 1e-6 * scores.experts[moe].max()).all()
+    else:  # its down projection is zero: the product of norms is 0
+        assert (scores.experts[moe, DEAD_EXPERT] == 0).all()
+    prune_model(model, config, scores)
+    model(**random_batches(n=1)[0])
+
+
+def test_shared_expert_width_prunes_like_a_dense_mlp():
+    model = tiny_model("qwen2_moe")
+    with torch.no_grad():
+        for _, block in _sparse(model):
+            block.shared_expert.up_proj.weight[:16] = 0
+    batch = random_batches(n=1, seed=1)[0]
+    before = _logits(model, batch)
+    config = PruningConfig(shared_expert_intermediate_size=32, importance="activation")
+    scores = estimate_importance(model, random_batches(), config)
+    assert set(scores.tensors) == {"shared_neurons"}
+    assert (scores.shared_neurons[[1, 3], :16] == 0).all() and (scores.shared_neurons[[1, 3], 16:] > 0).all()
+    prune_model(model, config, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    assert model.model.layers[1].mlp.shared_expert.down_proj.weight.shape == (64, 32)
+
+
+def test_depth_pruning_keeps_dense_and_sparse_layers_apart(tmp_path):
+    """Qwen-MoE derives a layer's kind from its index: after dropping one, the config names the dense ones."""
+    model = tiny_model("qwen2_moe")  # decoder_sparse_step=2: layers 1, 3 sparse
+    batch = random_batches(n=1)[0]
+    prune_model(model, PruningConfig(layers_to_drop=[0], importance="activation"))
+    assert model.config.decoder_sparse_step == 1 and model.config.mlp_only_layers == [1]
+    kinds = [hasattr(layer.mlp, "experts") for layer in model.model.layers]
+    assert kinds == [True, False, True]
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", MOE)
+def test_active_parameters_match_a_hand_count(arch):
+    model = tiny_model(arch)
+    c = model.config
+    experts_key, _ = _keys(model)
+    n_experts, k = getattr(c, experts_key), c.num_experts_per_tok
+    routed = sum(sum(p.numel() for p in block.experts.parameters()) for _, block in _sparse(model))
+    total = sum(p.numel() for p in model.parameters())
+    assert count_parameters(c) == total
+    assert count_active_parameters(c) == total - routed + routed * k // n_experts
+    # after pruning to 3 experts, from the config alone
+    three = {experts_key: 3}
+    per_expert = routed // n_experts
+    assert count_active_parameters(c, three) == count_parameters(c, three) - per_expert * (3 - k)
+    assert count_active_parameters(tiny_model("llama").config) == count_parameters(tiny_model("llama").config)
+
+
+BAD = [
+    ("qwen3_moe", dict(num_experts=5), "num_experts=5"),
+    ("qwen3_moe", dict(num_experts=1), r"num_experts=1 .*2\.\.4.*num_experts_per_tok=2"),
+    ("qwen3_moe", dict(moe_intermediate_size=33), "moe_intermediate_size=33"),
+    ("mixtral", dict(num_experts=3), "num_experts=3 .*mixtral|num_experts=3"),
+    ("gpt_oss", dict(num_local_experts=1), "num_local_experts=1"),
+    ("llama", dict(moe_intermediate_size=8), "moe_intermediate_size=8"),
+]
+
+
+@pytest.mark.parametrize("arch,sizes,match", BAD, ids=[f"{a}-{list(s)[0]}" for a, s, _ in BAD])
+def test_bad_expert_requests_raise_and_leave_model_untouched(arch, sizes, match):
+    model = tiny_model(arch)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    before = model.config.to_dict()
+    with pytest.raises(ValueError, match=match) as info:
+        prune_model(model, PruningConfig(importance="activation", **sizes))
+    assert "allowed" in str(info.value)
+    assert model.config.to_dict() == before
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_non_positive_expert_sizes_are_refused():
+    with pytest.raises(ValueError, match="num_experts=0 is invalid: allowed a positive integer"):
+        PruningConfig(num_experts=0)
+    with pytest.raises(ValueError, match="expert_importance='x'"):
+        PruningConfig(expert_importance="x")
