@@ -154,6 +154,15 @@ class CostModel:
     def __init__(self, model_config):
         self.model_config = model_config
         spec = get_spec(model_config)
+        routed = [g.name for g in spec.groups if g.within or g.lower_bound]
+        if (
+            routed
+        ):  # layers differ (dense / sparse) and 3^(widths) corners grow too many: not interpolated yet
+            raise ValueError(
+                f"target_params is not supported for {type(text_config(model_config)).__name__} yet: its "
+                f"{routed} groups are not in the closed-form cost model; allowed explicit sizes (and "
+                "count_parameters / count_active_parameters to check them)"
+            )
         base = spec.shape(model_config)
         self.head_dim = base.get("head_dim")
         self.width_keys = tuple(k for k in spec.size_keys if k != "num_hidden_layers")

@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from test_pruning import reload_in_fresh_process
-from tiny_models import MOE, random_batches, tiny_model
+from tiny_models import MOE, random_batches, tiny_model, zero_channels
 from transformers import AutoModelForCausalLM
 
 from hf_minitron.architectures import get_spec
+from hf_minitron.architectures.dimensions import unit_shape
 from hf_minitron.config import PruningConfig
 from hf_minitron.counting import count_active_parameters, count_parameters
-from hf_minitron.importance import estimate_importance
+from hf_minitron.importance import ImportanceScores, estimate_importance
 from hf_minitron.importance.experts import ExpertStatistic, observed_experts_forward
 from hf_minitron.pruning import prune_model
 
@@ -244,3 +245,77 @@ def test_non_positive_expert_sizes_are_refused():
         PruningConfig(num_experts=0)
     with pytest.raises(ValueError, match="expert_importance='x'"):
         PruningConfig(expert_importance="x")
+
+
+def test_budget_on_moe_is_refused_quickly_with_the_alternative():
+    model = tiny_model("mixtral")
+    with pytest.raises(
+        ValueError, match="target_params is not supported for MixtralConfig.*allowed explicit sizes"
+    ):
+        prune_model(model, PruningConfig(target_params=100_000, importance="activation"))
+
+
+def _manual_scores(model, seed=0) -> ImportanceScores:
+    g = torch.Generator().manual_seed(seed)
+    spec = get_spec(model)
+    shape = spec.shape(model.config)
+    n = shape["num_hidden_layers"]
+    tensors = {
+        grp.name: torch.rand(n, *unit_shape(grp, shape), generator=g)
+        if grp.scope == "layer"
+        else torch.rand(*unit_shape(grp, shape), generator=g)
+        for grp in spec.groups
+    }
+    return ImportanceScores(**tensors, layers=torch.rand(n, generator=g), metadata={})
+
+
+@pytest.mark.parametrize("arch", MOE)
+def test_heads_hidden_size_and_depth_prune_on_moe_families(arch, tmp_path):
+    """Every axis at once on random scores: the config alone rebuilds the shape, and it reloads and generates."""
+    model = tiny_model(arch)
+    experts_key, width_key = _keys(model)
+    sizes = {experts_key: 3, width_key: 16, "num_key_value_heads": 2, "hidden_size": 48}
+    if get_spec(model).heads_span_hidden:  # OLMoE: q_norm spans the hidden size
+        sizes.update(hidden_size=32, num_attention_heads=4)
+    extra = {k: 24 for k in ("shared_expert_intermediate_size",) if hasattr(model.config, k)}
+    prune_model(model, PruningConfig(layers_to_drop=[2], **sizes, **extra), _manual_scores(model))
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    batch = random_batches(n=1)[0]
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch), atol=1e-5, rtol=1e-5)
+    reloaded.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3, do_sample=False)
+
+
+DEAD_CHANNELS = torch.arange(0, 64, 4)
+
+
+@pytest.mark.parametrize("arch", ["gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"])
+def test_dead_channels_through_experts_prune_exactly(arch):
+    """Channels that no expert, router, shared expert or projection reads or writes rank last, and cutting them
+    keeps the logits (the expert tensors are sliced along the hidden size)."""
+    model = tiny_model(arch, rms_norm_eps=1e-12)
+    zero_channels(model, DEAD_CHANNELS)
+    with torch.no_grad():
+        for _, block in _sparse(model):
+            e = block.experts
+            h_in, h_out = (1, 2) if e.is_transposed else (2, 1)
+            e.gate_up_proj.index_fill_(h_in, DEAD_CHANNELS, 0)
+            e.down_proj.index_fill_(h_out, DEAD_CHANNELS, 0)
+            if getattr(e, "down_proj_bias", None) is not None:
+                e.down_proj_bias[:, DEAD_CHANNELS] = 0
+            _router(block).weight[:, DEAD_CHANNELS] = 0
+            if hasattr(block, "shared_expert_gate"):
+                block.shared_expert_gate.weight[:, DEAD_CHANNELS] = 0
+    batch = random_batches(n=1, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(hidden_size=48, importance="activation")
+    scores = estimate_importance(model, random_batches(), target)
+    dead = torch.zeros(64, dtype=torch.bool)
+    dead[DEAD_CHANNELS] = True
+    assert scores.channels[dead].max() <= 1e-6 * scores.channels[~dead].min()
+    prune_model(model, target, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-4, rtol=1e-4)
