@@ -68,7 +68,10 @@ class PruningConfig:
         head_carry_over (`bool`, defaults to `False`): Minitron's P1 trick: kept heads absorb pruned ones
             (`head_i + (head_i - head_{2K-i+1})`, applied to the head's output projection columns).
         target_params (`int`, *optional*): Total parameter budget; the shape is resolved by
-            `hf_minitron.search.resolve_target_params`.
+            `hf_minitron.search.resolve_target_params` (for a mixture-of-experts model: the experts per layer).
+        target_active_params (`int`, *optional*): Budget of parameters touched per token
+            (`hf_minitron.counting.count_active_parameters`); for a mixture-of-experts model it sets the expert
+            width, for a dense model it is the same as `target_params`.
         importance (`str`, defaults to `"taylor"`): Width criterion: `"taylor"` (|weight x gradient| of the LM
             loss, one backward per batch; left the lowest loss after distillation in `bench_importance_criteria`),
             `"activation"` (Minitron's forward-only statistics: cheaper, no gradients, used by the recipes) or
@@ -103,6 +106,10 @@ class PruningConfig:
     sequence_aggregation: str = field(default="mean", metadata={"help": f"One of {SEQUENCE_AGGREGATIONS}."})
     head_carry_over: bool = field(default=False, metadata={"help": "Kept heads absorb pruned ones (P1)."})
     target_params: int | None = field(default=None, metadata={"help": "Total parameter budget."})
+    target_active_params: int | None = field(
+        default=None,
+        metadata={"help": "Budget of parameters touched per token (MoE: sets the expert width)."},
+    )
     importance: str = field(
         default="taylor",
         metadata={
@@ -122,7 +129,7 @@ class PruningConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Check the settings on their own (types, choices, positivity); raise `ValueError` naming the field."""
-        for name in (*_SIZE_FIELDS, "target_params"):
+        for name in (*_SIZE_FIELDS, "target_params", "target_active_params"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise _fail(name, value, "a positive integer or None")
@@ -179,7 +186,7 @@ class PruningConfig:
 
         spec = get_spec(model_config)
         every = {g.name for g in spec.groups} | {"layers"}
-        if self.target_params is not None:
+        if self.target_params is not None or self.target_active_params is not None:
             return every
         current, sizes = spec.shape(model_config), self.target_sizes(model_config)
         names = {g.name for g in spec.groups if any(sizes[k] != current[k] for k in g.config_keys)}

@@ -159,9 +159,9 @@ class CostModel:
             routed
         ):  # layers differ (dense / sparse) and 3^(widths) corners grow too many: not interpolated yet
             raise ValueError(
-                f"target_params is not supported for {type(text_config(model_config)).__name__} yet: its "
-                f"{routed} groups are not in the closed-form cost model; allowed explicit sizes (and "
-                "count_parameters / count_active_parameters to check them)"
+                f"the architecture search is not supported for {type(text_config(model_config)).__name__} yet: "
+                f"its {routed} groups are not in the closed-form cost model; allowed explicit sizes or "
+                "PruningConfig(target_params=..., target_active_params=...) (exact expert budgets)"
             )
         base = spec.shape(model_config)
         self.head_dim = base.get("head_dim")

@@ -11,10 +11,11 @@ from transformers import AutoModelForCausalLM
 from hf_minitron.architectures import get_spec
 from hf_minitron.architectures.dimensions import unit_shape
 from hf_minitron.config import PruningConfig
-from hf_minitron.counting import count_active_parameters, count_parameters
+from hf_minitron.counting import CostModel, count_active_parameters, count_parameters
 from hf_minitron.importance import ImportanceScores, estimate_importance
 from hf_minitron.importance.experts import ExpertStatistic, observed_experts_forward
 from hf_minitron.pruning import prune_model
+from hf_minitron.pruning.budget import resolve_target_params
 
 DEAD_EXPERT = 1  # of 4, in every MoE layer
 DEAD_NEURONS = torch.arange(0, 32, 4)  # 8 of 32 neurons of every expert
@@ -247,12 +248,38 @@ def test_non_positive_expert_sizes_are_refused():
         PruningConfig(expert_importance="x")
 
 
-def test_budget_on_moe_is_refused_quickly_with_the_alternative():
-    model = tiny_model("mixtral")
-    with pytest.raises(
-        ValueError, match="target_params is not supported for MixtralConfig.*allowed explicit sizes"
-    ):
-        prune_model(model, PruningConfig(target_params=100_000, importance="activation"))
+@pytest.mark.parametrize("arch", MOE)
+def test_budgets_resolve_experts_and_expert_width_exactly(arch):
+    """target_active_params picks the expert width, target_params the experts: exact counts from the config."""
+    model = tiny_model(arch)
+    c = model.config
+    experts_key, width_key = _keys(model)
+    goal = {experts_key: 3, width_key: 16}
+    config = PruningConfig(
+        target_params=count_parameters(c, goal), target_active_params=count_active_parameters(c, goal)
+    )
+    resolved = resolve_target_params(c, config)
+    assert (getattr(resolved, experts_key), getattr(resolved, width_key)) == (3, 16)
+    assert resolved.target_params is None and resolved.target_active_params is None
+    prune_model(model, config, _manual_scores(model))
+    assert sum(p.numel() for p in model.parameters()) == config.target_params
+    assert count_active_parameters(model.config) == config.target_active_params
+    with pytest.raises(ValueError, match="target_active_params=1 is below .* allowed"):
+        resolve_target_params(c, PruningConfig(target_active_params=1))
+
+
+def test_search_on_moe_is_refused_with_the_alternative():
+    with pytest.raises(ValueError, match="search is not supported for MixtralConfig.*allowed explicit sizes"):
+        CostModel(tiny_model("mixtral").config)
+
+
+def test_active_budget_of_a_dense_model_is_its_total_budget():
+    c = tiny_model("llama").config
+    target = count_parameters(c, {"intermediate_size": 64})
+    active = resolve_target_params(c, PruningConfig(target_active_params=target))
+    assert active == resolve_target_params(c, PruningConfig(target_params=target))
+    with pytest.raises(ValueError, match="target_active_params=.* allowed None or the same value"):
+        resolve_target_params(c, PruningConfig(target_params=target, target_active_params=target - 1))
 
 
 def _manual_scores(model, seed=0) -> ImportanceScores:
