@@ -77,7 +77,8 @@ class PruningConfig:
             `"activation"` (Minitron's forward-only statistics: cheaper, no gradients, used by the recipes) or
             `"magnitude"` (weight norms, no data). Layers are ranked by `depth_metric` whatever the criterion.
         width_multiple (`int`, defaults to 64): Hidden and MLP sizes chosen for a budget are multiples of it.
-        expert_importance (`str`, defaults to `"reap"`): How the activation criterion ranks experts: `"reap"`
+        expert_importance (`str`, defaults to `"reap"`): How experts are ranked (whatever the width criterion, when
+            calibration batches are given; magnitude without batches uses weight norms): `"reap"`
             (REAP's router-weighted saliency: mean over the tokens routed to the expert of gate weight x L2 norm of
             its output), `"frequency"` (share of tokens routed to it) or `"gate"` (its mean gate weight over all
             tokens).

@@ -14,6 +14,7 @@ from hf_minitron.config import PruningConfig
 from hf_minitron.counting import CostModel, count_active_parameters, count_parameters
 from hf_minitron.importance import ImportanceScores, estimate_importance
 from hf_minitron.importance.experts import ExpertStatistic, observed_experts_forward
+from hf_minitron.importance.taylor import estimate_taylor_importance
 from hf_minitron.pruning import prune_model
 from hf_minitron.pruning.budget import resolve_target_params
 
@@ -140,6 +141,19 @@ def test_alternative_expert_criteria_rank_the_dead_expert_last(criterion):
         torch.testing.assert_close(moe.sum(1), torch.full((3,), 2.0))
 
 
+def test_experts_are_ranked_by_reap_whatever_the_width_criterion():
+    model = tiny_model("qwen3_moe")
+    kill_expert(model)
+    batches = random_batches()
+    taylor = estimate_importance(model, batches, PruningConfig(num_experts=3, moe_intermediate_size=16))
+    activation = estimate_importance(
+        model, batches, PruningConfig(num_experts=3, moe_intermediate_size=16, importance="activation")
+    )
+    assert taylor.metadata["importance"] == "taylor" and taylor.metadata["expert_importance"] == "reap"
+    torch.testing.assert_close(taylor.experts, activation.experts, atol=0, rtol=0)
+    assert not torch.allclose(taylor.expert_neurons, activation.expert_neurons)  # widths: Taylor
+
+
 @pytest.mark.parametrize("arch", MOE)
 def test_observed_forward_matches_the_stock_experts(arch):
     """The statistics pass computes what transformers computes, and counts routed tokens exactly."""
@@ -162,7 +176,10 @@ def test_gradient_and_weight_criteria_score_expert_groups(arch, criterion):
     kill_expert(model)
     experts_key, width_key = _keys(model)
     config = PruningConfig(importance=criterion, **{experts_key: 3, width_key: 24})
-    scores = estimate_importance(model, random_batches(), config)
+    if criterion == "taylor":  # the criterion itself (estimate_importance ranks experts by REAP)
+        scores = estimate_taylor_importance(model, random_batches(), config)
+    else:
+        scores = estimate_importance(model, None, config)
     assert scores.experts.shape == (4, 4) and scores.expert_neurons.shape == (4, 4, 32)
     moe = [i for i, _ in _sparse(model)]
     if criterion == "taylor":  # never routed, zero output: no gradient reaches it
