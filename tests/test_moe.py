@@ -190,6 +190,21 @@ def test_gradient_and_weight_criteria_score_expert_groups(arch, criterion):
     model(**random_batches(n=1)[0])
 
 
+@pytest.mark.parametrize("arch", MOE)
+def test_router_aux_loss_works_after_pruning_experts(arch):
+    """The LM caches the expert count for the load-balancing loss: it follows the pruned config."""
+    model = tiny_model(arch, output_router_logits=True)
+    experts_key, _ = _keys(model)
+    prune_model(model, PruningConfig(importance="activation", **{experts_key: 3}), _manual_scores(model))
+    batch = random_batches(n=1)[0]
+    out = model(**batch, labels=batch["input_ids"])
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    fresh.load_state_dict(model.state_dict())
+    expected = fresh.eval()(**batch, labels=batch["input_ids"])
+    torch.testing.assert_close(out.aux_loss, expected.aux_loss)
+    torch.testing.assert_close(out.loss, expected.loss)
+
+
 def test_shared_expert_width_prunes_like_a_dense_mlp():
     model = tiny_model("qwen2_moe")
     with torch.no_grad():

@@ -104,7 +104,7 @@ def update_model_config(model: nn.Module, spec: ArchitectureSpec, old: dict, val
             old["num_attention_heads"] // old["num_key_value_heads"],
             values["num_attention_heads"] // values["num_key_value_heads"],
         )
-    for module in spec.layers(model).modules():
+    for module in (model, *spec.layers(model).modules()):  # the LM itself caches e.g. num_experts (aux loss)
         for attr, (before, after) in renamed.items():
             current = getattr(module, attr, None)
             if isinstance(current, int) and not isinstance(current, bool) and current == before:
