@@ -378,3 +378,43 @@ def test_dead_channels_through_experts_prune_exactly(arch):
     assert scores.channels[dead].max() <= 1e-6 * scores.channels[~dead].min()
     prune_model(model, target, scores)
     torch.testing.assert_close(_logits(model, batch), before, atol=1e-4, rtol=1e-4)
+
+
+def test_reap_and_neuron_statistics_match_a_per_token_reference():
+    """REAP's saliency, routing frequency and expert-neuron activations against a plain loop over tokens."""
+    model = tiny_model("mixtral")
+    batches = random_batches(n=2, pad_last=5)
+    block = model.model.layers[1].mlp
+    inputs = []
+    handle = block.register_forward_pre_hook(lambda m, args: inputs.append(args[0].detach().clone()))
+    with torch.no_grad():
+        for b in batches:
+            model(**b)
+    handle.remove()
+    e = block.experts
+    n_experts, width = e.gate_up_proj.shape[0], e.down_proj.shape[2]
+    saliency, count = torch.zeros(n_experts), torch.zeros(n_experts)
+    act = torch.zeros(n_experts, width)
+    tokens = 0
+    with torch.no_grad():
+        for x, b in zip(inputs, batches):
+            flat, mask = x.reshape(-1, x.shape[-1]), b["attention_mask"].reshape(-1)
+            _, weights, index = block.gate(flat)
+            for t in range(flat.shape[0]):
+                if not mask[t]:
+                    continue
+                tokens += 1
+                for g, j in zip(weights[t].tolist(), index[t].tolist()):
+                    gate, up = (e.gate_up_proj[j] @ flat[t]).chunk(2)
+                    a = torch.nn.functional.silu(gate) * up
+                    saliency[j] += g * torch.linalg.vector_norm(e.down_proj[j] @ a)
+                    count[j] += 1
+                    act[j] += a.abs()
+    for criterion, expected in (("reap", saliency / count.clamp_min(1)), ("frequency", count / tokens)):
+        config = PruningConfig(num_local_experts=3, intermediate_size=16, importance="activation")
+        config.expert_importance = criterion
+        scores = estimate_importance(model, batches, config)
+        torch.testing.assert_close(scores.experts[1], expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        scores.expert_neurons[1], act / count.clamp_min(1).unsqueeze(1), atol=1e-5, rtol=1e-4
+    )
