@@ -30,6 +30,7 @@ _SIZE_FIELDS = (
     "num_local_experts",
     "moe_intermediate_size",
     "shared_expert_intermediate_size",
+    "intermediate_size_mlp",
 )
 
 
@@ -56,6 +57,8 @@ class PruningConfig:
         moe_intermediate_size (`int`, *optional*): New width of every expert (Qwen-MoE); Mixtral, OLMoE and
             gpt-oss size their experts with `intermediate_size`.
         shared_expert_intermediate_size (`int`, *optional*): New width of the shared expert (Qwen2-MoE).
+        intermediate_size_mlp (`int`, *optional*): New width of the dense layers' MLP (Llama 4, whose experts and
+            shared expert share `intermediate_size`).
         layers_to_drop (`list[int]`, *optional*): Explicit layer indices to drop (alternative to
             `num_hidden_layers`).
         depth_metric (`str`, defaults to `"block_importance"`): `"block_importance"` (1 - cosine of layer input
@@ -98,6 +101,9 @@ class PruningConfig:
     moe_intermediate_size: int | None = field(default=None, metadata={"help": "New width of every expert."})
     shared_expert_intermediate_size: int | None = field(
         default=None, metadata={"help": "New width of the shared expert."}
+    )
+    intermediate_size_mlp: int | None = field(
+        default=None, metadata={"help": "New width of the dense layers' MLP (Llama 4)."}
     )
     layers_to_drop: list[int] | None = field(
         default=None, metadata={"help": "Explicit layer indices to drop."}

@@ -14,6 +14,7 @@ from hf_minitron.config import PruningConfig
 from hf_minitron.counting import CostModel, count_active_parameters, count_parameters
 from hf_minitron.importance import ImportanceScores, estimate_importance
 from hf_minitron.importance.experts import ExpertStatistic, observed_experts_forward
+from hf_minitron.importance.hooks import HookSet
 from hf_minitron.importance.taylor import estimate_taylor_importance
 from hf_minitron.pruning import prune_model
 from hf_minitron.pruning.budget import resolve_target_params
@@ -29,7 +30,8 @@ def _logits(model, batch):
 
 def _sparse(model):
     """(layer index, MoE block) for the layers with experts, found on transformers' own module names."""
-    return [(i, layer.mlp) for i, layer in enumerate(model.model.layers) if hasattr(layer.mlp, "experts")]
+    blocks = [getattr(layer, "mlp", None) or layer.feed_forward for layer in model.model.layers]
+    return [(i, block) for i, block in enumerate(blocks) if hasattr(block, "experts")]
 
 
 def _router(block):
@@ -61,15 +63,20 @@ def kill_expert(model, expert: int = DEAD_EXPERT) -> None:
 
 
 def kill_neurons(model, neurons=DEAD_NEURONS) -> None:
-    """Zero gate inputs for the same neurons of every expert: silu(0) = 0 and gpt-oss's clamped GLU of 0 is 0."""
+    """Zero gate inputs for the same neurons of every expert: silu(0) = 0 and gpt-oss's clamped GLU of 0 is 0;
+    and the same neurons of a shared expert (Llama 4 prunes it with the experts' width)."""
     with torch.no_grad():
         for _, block in _sparse(model):
             experts = block.experts
-            if experts.is_transposed:  # [E, H, 2I], interleaved gate/up columns
+            if not getattr(experts, "is_concatenated", True):  # [E, H, 2I], interleaved gate/up columns
                 experts.gate_up_proj[:, :, 2 * neurons] = 0
                 experts.gate_up_proj_bias[:, 2 * neurons] = 0
+            elif getattr(experts, "is_transposed", True):  # [E, H, 2I], [gate | up] columns (Llama 4)
+                experts.gate_up_proj[:, :, neurons] = 0
             else:  # [E, 2I, H], [gate | up] rows
                 experts.gate_up_proj[:, neurons] = 0
+            if hasattr(block, "shared_expert"):
+                block.shared_expert.up_proj.weight[neurons] = 0
 
 
 @pytest.fixture(scope="module")
@@ -156,17 +163,22 @@ def test_experts_are_ranked_by_reap_whatever_the_width_criterion():
 
 @pytest.mark.parametrize("arch", MOE)
 def test_observed_forward_matches_the_stock_experts(arch):
-    """The statistics pass computes what transformers computes, and counts routed tokens exactly."""
+    """The statistics pass computes what transformers computes, and counts every routed (token, expert) pair."""
     model = tiny_model(arch)
-    _, block = _sparse(model)[0]
-    x = torch.randn(10, model.config.hidden_size)
-    _, weights, index = _router(block)(x)
-    with torch.no_grad():
-        expected = block.experts(x, index, weights)
-        stat = ExpertStatistic(4, 32, squares=False)
-        got = observed_experts_forward(block.experts, stat, lambda n, d: torch.ones(n))(x, index, weights)
-    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(stat.count, torch.bincount(index.flatten(), minlength=4).float())
+    batch = random_batches(n=1)[0]
+    before = _logits(model, batch)
+    stats = []
+    with HookSet() as hooks:
+        for _, block in _sparse(model):
+            stats.append(ExpertStatistic(4, 32, squares=False))
+            hooks.patch(
+                block.experts, observed_experts_forward(block.experts, stats[-1], lambda n, d: torch.ones(n))
+            )
+        during = _logits(model, batch)
+    torch.testing.assert_close(during, before, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(_logits(model, batch), before, atol=0, rtol=0)  # original forward restored
+    for stat in stats:  # every token goes to top-k experts
+        assert stat.count.sum() == batch["input_ids"].numel() * model.config.num_experts_per_tok
 
 
 @pytest.mark.parametrize("criterion", ["taylor", "magnitude"])
@@ -198,6 +210,8 @@ def test_router_aux_loss_works_after_pruning_experts(arch):
     prune_model(model, PruningConfig(importance="activation", **{experts_key: 3}), _manual_scores(model))
     batch = random_batches(n=1)[0]
     out = model(**batch, labels=batch["input_ids"])
+    if getattr(out, "aux_loss", None) is None:
+        pytest.skip(f"{arch} computes no router auxiliary loss")
     fresh = AutoModelForCausalLM.from_config(model.config)
     fresh.load_state_dict(model.state_dict())
     expected = fresh.eval()(**batch, labels=batch["input_ids"])
@@ -352,6 +366,8 @@ def test_heads_hidden_size_and_depth_prune_on_moe_families(arch, tmp_path):
 DEAD_CHANNELS = torch.arange(0, 64, 4)
 
 
+# OLMoE's q_norm is hidden-size wide (zero_channels would zero it); Llama4ForCausalLM.get_decoder() is not its
+# decoder in transformers 5.23 (zero_channels finds no final norm)
 @pytest.mark.parametrize("arch", ["gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"])
 def test_dead_channels_through_experts_prune_exactly(arch):
     """Channels that no expert, router, shared expert or projection reads or writes rank last, and cutting them

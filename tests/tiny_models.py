@@ -243,5 +243,14 @@ MOE_OVERRIDES: dict[str, dict] = {
     "mixtral": dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, sliding_window=None),
     "olmoe": dict(num_experts=4, num_experts_per_tok=2, intermediate_size=32, rms_norm_eps=1e-12),
     "gpt_oss": dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, sliding_window=16),
+    "llama4_text": dict(
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        intermediate_size=32,
+        intermediate_size_mlp=128,
+        moe_layers=[0, 1, 3],
+        no_rope_layer_interval=2,
+        attention_chunk_size=16,
+    ),
 }
 MOE = sorted(MOE_OVERRIDES)

@@ -30,7 +30,10 @@ def moe_groups(
     router: str = "mlp.gate",
     experts: str = "mlp.experts",
     transposed: bool = False,
+    interleaved: bool = False,
     expert_bias: bool = False,
+    shared_gate: bool = True,
+    dense_key: str = "intermediate_size",
     extra_head_slices: tuple[TensorSlice, ...] = (),
     **decoder,
 ) -> tuple[DimensionGroup, ...]:
@@ -41,22 +44,25 @@ def moe_groups(
         width_key (`str`): Config key of an expert's width (`moe_intermediate_size`, `intermediate_size`).
         dense_mlp (`bool`): Some layers have a dense MLP (`mlp_only_layers`): it keeps the `neurons` group on
             `intermediate_size`, present only in those layers.
-        shared_expert (`str`, *optional*): Module path of a shared expert MLP (Qwen2-MoE), with a sigmoid gate
-            `{shared_expert}_gate` reading the hidden size.
-        transposed (`bool`): Experts stored `[E, H, 2I]` / `[E, I, H]` with interleaved [gate, up] columns and
-            biases (gpt-oss); else `[E, 2I, H]` ([gate | up] rows) / `[E, H, I]`.
+        shared_expert (`str`, *optional*): Module path of a shared expert MLP (Qwen2-MoE, Llama 4), with a
+            sigmoid gate `{shared_expert}_gate` reading the hidden size when `shared_gate`.
+        transposed (`bool`): Experts stored `[E, H, 2I]` / `[E, I, H]` (gpt-oss, Llama 4); else `[E, 2I, H]` /
+            `[E, H, I]`. `interleaved`: the 2I entries alternate gate, up (gpt-oss) instead of [gate | up].
+        dense_key (`str`): Config key of the dense layers' MLP width (`intermediate_size_mlp` in Llama 4).
         extra_head_slices (`tuple[TensorSlice, ...]`): Per-head tensors beyond the projections (gpt-oss `sinks`).
     """
     layers_path = decoder.get("layers_path", "model.layers")
     neurons, heads, channels = decoder_groups(**decoder)
-    mlp = "mlp."
+    neurons = dataclasses.replace(neurons, config_keys=(dense_key,))
+    mlp = decoder.get("mlp", "mlp") + "."
     every = f"{layers_path}.*."
     e = experts
     # ---------------------------------------------------------------- experts: dim 0 of every expert tensor
-    if transposed:  # [E, H, 2I] interleaved gate/up columns, [E, I, H]
+    gate_up = (Segment(rows=2),) if interleaved else (Segment(), Segment())
+    if transposed:  # [E, H, 2I], [E, I, H]
         width_slices = (
-            TensorSlice(f"{e}.gate_up_proj", 2, (Segment(rows=2),), block_dim=0),
-            TensorSlice(f"{e}.gate_up_proj_bias", 1, (Segment(rows=2),), block_dim=0),
+            TensorSlice(f"{e}.gate_up_proj", 2, gate_up, block_dim=0),
+            TensorSlice(f"{e}.gate_up_proj_bias", 1, gate_up, block_dim=0),
             TensorSlice(f"{e}.down_proj", 1, role="in", block_dim=0),
         )
         hidden_slices = (
@@ -119,8 +125,11 @@ def moe_groups(
             TensorSlice(f"{every}{shared_expert}.gate_proj.weight", 1, role="in", optional=True),
             TensorSlice(f"{every}{shared_expert}.up_proj.weight", 1, role="in", optional=True),
             TensorSlice(f"{every}{shared_expert}.down_proj.weight", 0, optional=True),
-            TensorSlice(f"{every}{shared_expert}_gate.weight", 1, role="in", optional=True),
         )
+        if shared_gate:
+            hidden_slices += (
+                TensorSlice(f"{every}{shared_expert}_gate.weight", 1, role="in", optional=True),
+            )
     # the hidden size: dense-MLP slices optional (dropped when no layer has one), plus every expert tensor
     kept = [
         dataclasses.replace(s, optional=True) if is_mlp(s) else s
@@ -211,6 +220,7 @@ GPT_OSS = register(
             width_key="intermediate_size",
             router="mlp.router",
             transposed=True,
+            interleaved=True,
             expert_bias=True,
             extra_head_slices=(TensorSlice("self_attn.sinks", 0, (Segment("query"),)),),
         ),
@@ -220,5 +230,33 @@ GPT_OSS = register(
         ),
         notes="Experts [E, H, 2I] with interleaved gate/up columns and biases, router with a bias, one attention "
         "sink per query head (sliced with the heads); sliding/full layer_types.",
+    )
+)
+LLAMA4_TEXT = register(
+    ArchitectureSpec(
+        model_types=("llama4_text",),
+        groups=moe_groups(
+            experts_key="num_local_experts",
+            width_key="intermediate_size",
+            dense_mlp=True,
+            dense_key="intermediate_size_mlp",
+            shared_expert="feed_forward.shared_expert",
+            shared_key="intermediate_size",
+            shared_gate=False,
+            router="feed_forward.router",
+            experts="feed_forward.experts",
+            transposed=True,
+            mlp="feed_forward",
+        ),
+        per_layer_config_lists=("layer_types", "no_rope_layers"),
+        layer_index_lists=("moe_layers",),
+        module_size_attributes=(
+            *_EXPERT_ATTRIBUTES,
+            ("num_experts", "num_local_experts"),
+            ("expert_dim", "intermediate_size"),
+        ),
+        notes="Own experts class run on every token with router-scaled inputs ([E, H, 2I] with [gate | up] "
+        "columns); the shared expert and the experts share intermediate_size (pruned together); dense layers "
+        "(not in moe_layers) use intermediate_size_mlp; no_rope_layers sliced, moe_layers remapped.",
     )
 )

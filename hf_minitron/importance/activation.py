@@ -76,7 +76,8 @@ class ActivationObserver:
 
     def _expert_stat(self, module: nn.Module) -> ExpertStatistic:
         if module not in self._experts:
-            width = module.down_proj.shape[1 if module.is_transposed else 2]
+            transposed = getattr(module, "is_transposed", True)  # no layout flags: [E, I, H] (Llama 4)
+            width = module.down_proj.shape[1 if transposed else 2]
             squares = self.sequence_aggregation == "l2"
             self._experts[module] = ExpertStatistic(module.num_experts, width, squares)
         return self._experts[module]

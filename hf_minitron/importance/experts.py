@@ -66,6 +66,39 @@ def _linear(x, weight, offsets, bias, transposed: bool) -> torch.Tensor:
 
 
 def observed_experts_forward(module: nn.Module, stat: ExpertStatistic, mask_of):
+    """The observing forward for this experts module's layout (see the two below)."""
+    if hasattr(module, "has_gate"):
+        return _routed_forward(module, stat, mask_of)
+    return _dense_forward(module, stat, mask_of)
+
+
+def _dense_forward(module: nn.Module, stat: ExpertStatistic, mask_of):
+    """Experts without layout flags that run every expert on every token, fed router-scaled inputs (Llama 4:
+    `[E * tokens, H]` in, `[E, H, 2I]` with [gate | up] columns, `[E, I, H]`): a token is routed to an expert when
+    its input row is not zero; the gate weight is folded into that input, so REAP's saliency is the norm of the
+    expert's output and the gate statistic is the routed share."""
+
+    def forward(hidden_states: torch.Tensor):
+        n_experts, hidden = module.gate_up_proj.shape[0], module.gate_up_proj.shape[1]
+        x = hidden_states.view(n_experts, -1, hidden)
+        gate, up = torch.bmm(x, module.gate_up_proj).chunk(2, dim=-1)
+        h = up * module.act_fn(gate)
+        out = torch.bmm(h, module.down_proj)
+        stat._to(x.device)
+        mask = mask_of(x.shape[1], x.device)
+        routed = (x != 0).any(-1).float() * mask  # [E, tokens]
+        a = h.float().abs()
+        stat.activation += torch.einsum("et,eti->ei", routed, a * a if stat.squares else a)
+        stat.count += routed.sum(1)
+        stat.gate += routed.sum(1)
+        stat.saliency += (torch.linalg.vector_norm(out.float(), dim=-1) * routed).sum(1)
+        stat.tokens += mask.sum()
+        return out.view(-1, hidden)
+
+    return forward
+
+
+def _routed_forward(module: nn.Module, stat: ExpertStatistic, mask_of):
     """A forward for a transformers experts module (layout flags `has_gate`, `has_bias`, `is_transposed`, its own
     `_apply_gate`) computing what the stock implementations compute, and folding the statistics into `stat`.
     `mask_of(n, device)` gives the float mask [n] of the flattened tokens (1 = not padding)."""
