@@ -434,3 +434,43 @@ def test_reap_and_neuron_statistics_match_a_per_token_reference():
     torch.testing.assert_close(
         scores.expert_neurons[1], act / count.clamp_min(1).unsqueeze(1), atol=1e-5, rtol=1e-4
     )
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        pytest.param(
+            a,
+            marks=pytest.mark.xfail(
+                a == "llama4_text",
+                strict=True,
+                reason="Llama4ForCausalLM.get_decoder() returns the LM itself in transformers 5.23, and the "
+                "trainer runs the teacher's trunk through get_decoder()",
+            ),
+        )
+        for a in MOE
+    ],
+)
+def test_distillation_loss_of_a_pruned_moe_student_matches_full_logits(tmp_path, arch):
+    """The existing chunked distillation loss works on a MoE student pruned to fewer, narrower experts."""
+    import torch.nn.functional as F
+    from distill_worker import tiny_args, token_dataset
+    from test_distill_losses import reference
+
+    from hf_minitron import DistillationTrainer
+
+    teacher, student = tiny_model(arch, seed=1), tiny_model(arch, seed=1)
+    experts_key, width_key = _keys(student)
+    prune_model(student, PruningConfig(**{experts_key: 3, width_key: 16}), _manual_scores(student))
+    args = tiny_args(tmp_path, distill_temperature=2.0, lm_weight=0.5, distill_chunk_size=5)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    inputs = {k: torch.tensor(v) for k, v in token_dataset(3, ragged=True)[:].items()}
+    with torch.no_grad():
+        got = trainer.compute_loss(student, inputs)
+        s_logits = student(**inputs).logits[:, :-1]
+        t_logits = teacher(**inputs).logits[:, :-1]
+    mask, labels = inputs["attention_mask"], inputs["labels"]
+    keep = (labels[:, 1:] != -100) & mask[:, 1:].bool()
+    kl = reference("forward_kl", s_logits[keep], t_logits[keep], 2.0).mean()
+    ce = F.cross_entropy(s_logits[keep].double(), labels[:, 1:][keep])
+    torch.testing.assert_close(got.double(), kl + 0.5 * ce, rtol=1e-5, atol=1e-6)
