@@ -315,8 +315,31 @@ def test_budgets_resolve_experts_and_expert_width_exactly(arch):
 
 
 def test_search_on_moe_is_refused_with_the_alternative():
+    from hf_minitron.search.space import enumerate_candidates
+
     with pytest.raises(ValueError, match="search is not supported for MixtralConfig.*allowed explicit sizes"):
         CostModel(tiny_model("mixtral").config)
+    with pytest.raises(ValueError, match="search is not supported for Qwen3MoeConfig"):
+        enumerate_candidates(tiny_model("qwen3_moe").config, 100_000)
+
+
+def test_a_routed_expert_with_zero_output_ranks_last_under_reap_only():
+    """REAP weighs routing by what the expert writes: routed but silent scores 0; frequency still counts it."""
+    model = tiny_model("qwen3_moe")
+    with torch.no_grad():
+        for _, block in _sparse(model):
+            block.experts.down_proj[DEAD_EXPERT] = 0
+    scores = {
+        c: estimate_importance(
+            model,
+            random_batches(),
+            PruningConfig(num_experts=3, importance="activation", expert_importance=c),
+        ).experts[[0, 2, 3]]
+        for c in ("reap", "frequency")
+    }
+    assert (scores["reap"][:, DEAD_EXPERT] == 0).all() and (scores["reap"].sum(1) > 0).all()
+    assert (scores["reap"].argmin(1) == DEAD_EXPERT).all()
+    assert (scores["frequency"][:, DEAD_EXPERT] > 0).any()
 
 
 def test_active_budget_of_a_dense_model_is_its_total_budget():

@@ -19,7 +19,9 @@ class ImportanceScores:
     Args:
         metadata (`dict`): The settings that produced them (criterion, aggregations, depth metric, shape, samples).
         **tensors: One tensor per group name, `None` when not scored: `[num_layers, units]` for per-layer groups
-            (`neurons`: MLP neurons, `heads`: query heads), `[units]` for model-wide ones (`channels`), and
+            (`neurons`: MLP neurons, `heads`: query heads, `experts`), `[num_layers, blocks, units]` for units
+            ranked within blocks (`expert_neurons`: `[layers, experts, width]`), `[units]` for model-wide ones
+            (`channels`), and
             `layers`: `[num_layers]`. Read them as attributes (`scores.neurons`) or with `scores.get(name)`.
     """
 
