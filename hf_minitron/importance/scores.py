@@ -21,8 +21,7 @@ class ImportanceScores:
         **tensors: One tensor per group name, `None` when not scored: `[num_layers, units]` for per-layer groups
             (`neurons`: MLP neurons, `heads`: query heads, `experts`), `[num_layers, blocks, units]` for units
             ranked within blocks (`expert_neurons`: `[layers, experts, width]`), `[units]` for model-wide ones
-            (`channels`), and
-            `layers`: `[num_layers]`. Read them as attributes (`scores.neurons`) or with `scores.get(name)`.
+            (`channels`), and `layers`: `[num_layers]`. Read them as attributes (`scores.neurons`) or with `scores.get(name)`.
     """
 
     def __init__(self, metadata: dict[str, Any] | None = None, **tensors: torch.Tensor | None):
