@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from hf_minitron.architectures import get_spec
 from hf_minitron.architectures.dimensions import unit_shape
 from hf_minitron.config import PruningConfig
-from hf_minitron.counting import CostModel, count_active_parameters, count_parameters
+from hf_minitron.counting import CostModel, count_active_parameters, count_parameters, flops_per_token
 from hf_minitron.importance import ImportanceScores, estimate_importance
 from hf_minitron.importance.experts import ExpertStatistic, observed_experts_forward
 from hf_minitron.importance.hooks import HookSet
@@ -263,6 +263,20 @@ def test_active_parameters_match_a_hand_count(arch):
     per_expert = routed // n_experts
     assert count_active_parameters(c, three) == count_parameters(c, three) - per_expert * (3 - k)
     assert count_active_parameters(tiny_model("llama").config) == count_parameters(tiny_model("llama").config)
+
+
+@pytest.mark.parametrize("arch", ["mixtral", "qwen2_moe"])
+def test_flops_per_token_count_the_experts_a_token_runs(arch):
+    model = tiny_model(arch)
+    c = model.config
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    expert_matrices = sum(
+        p.numel() for _, block in _sparse(model) for p in block.experts.parameters() if p.dim() == 3
+    )
+    experts_key, _ = _keys(model)
+    attention = 4 * c.num_attention_heads * c.head_dim * 64 * c.num_hidden_layers  # 64 tokens of context
+    expected = 2 * (linear + expert_matrices * c.num_experts_per_tok // getattr(c, experts_key)) + attention
+    assert flops_per_token(c, seq_len=64) == expected
 
 
 BAD = [
