@@ -511,3 +511,18 @@ def test_distillation_loss_of_a_pruned_moe_student_matches_full_logits(tmp_path,
     kl = reference("forward_kl", s_logits[keep], t_logits[keep], 2.0).mean()
     ce = F.cross_entropy(s_logits[keep].double(), labels[:, 1:][keep])
     torch.testing.assert_close(got.double(), kl + 0.5 * ce, rtol=1e-5, atol=1e-6)
+
+
+def test_saved_checkpoint_has_the_layout_transformers_writes(pruned, tmp_path):
+    """Key names and shapes on disk equal those of a fresh model of the pruned config saved by transformers."""
+    from safetensors import safe_open
+
+    def layout(path):
+        with safe_open(str(path / "model.safetensors"), framework="pt") as f:
+            return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+
+    for arch in MOE:
+        model, *_, path = pruned[arch]
+        reference = tmp_path / arch
+        AutoModelForCausalLM.from_config(model.config).save_pretrained(reference)
+        assert layout(path) == layout(reference), arch
