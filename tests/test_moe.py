@@ -526,3 +526,28 @@ def test_saved_checkpoint_has_the_layout_transformers_writes(pruned, tmp_path):
         reference = tmp_path / arch
         AutoModelForCausalLM.from_config(model.config).save_pretrained(reference)
         assert layout(path) == layout(reference), arch
+
+
+def test_expert_statistics_under_an_accelerate_dispatch_hook():
+    """A module wrapped by accelerate keeps its hook: the statistics replace the computation it wraps."""
+    from accelerate.hooks import ModelHook, add_hook_to_module
+
+    class Count(ModelHook):
+        calls = 0
+
+        def pre_forward(self, module, *args, **kwargs):
+            Count.calls += 1
+            return args, kwargs
+
+    model = tiny_model("mixtral")
+    batch = random_batches(n=1)[0]
+    before = _logits(model, batch)
+    experts = [block.experts for _, block in _sparse(model)]
+    for module in experts:
+        add_hook_to_module(module, Count())
+    wrapped = [module.forward for module in experts]
+    scores = estimate_importance(model, [batch], PruningConfig(num_local_experts=3, importance="activation"))
+    assert Count.calls == len(experts) and (scores.experts.sum(1) > 0).all()
+    assert [module.forward for module in experts] == wrapped  # accelerate's wrapper is still in place
+    torch.testing.assert_close(_logits(model, batch), before, atol=0, rtol=0)
+    assert Count.calls == 2 * len(experts)
