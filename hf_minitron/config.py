@@ -19,12 +19,18 @@ DEPTH_METRICS = ("block_importance", "perplexity", "contiguous")
 BATCH_AGGREGATIONS = ("l2", "mean", "var")
 SEQUENCE_AGGREGATIONS = ("mean", "l2")
 IMPORTANCE_CRITERIA = ("activation", "taylor", "magnitude")
+EXPERT_IMPORTANCE = ("reap", "frequency", "gate")
 _SIZE_FIELDS = (
     "hidden_size",
     "intermediate_size",
     "num_attention_heads",
     "num_key_value_heads",
     "num_hidden_layers",
+    "num_experts",
+    "num_local_experts",
+    "moe_intermediate_size",
+    "shared_expert_intermediate_size",
+    "intermediate_size_mlp",
 )
 
 
@@ -45,6 +51,14 @@ class PruningConfig:
         num_key_value_heads (`int`, *optional*): New number of KV groups; whole groups are dropped with their
             query heads. For GQA models it defaults to the current count; for MHA models to `num_attention_heads`.
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
+        num_experts, num_local_experts (`int`, *optional*): New number of experts in every MoE layer (the family's
+            key: `num_experts` for Qwen-MoE and OLMoE, `num_local_experts` for Mixtral and gpt-oss); at least
+            `num_experts_per_tok`.
+        moe_intermediate_size (`int`, *optional*): New width of every expert (Qwen-MoE); Mixtral, OLMoE and
+            gpt-oss size their experts with `intermediate_size`.
+        shared_expert_intermediate_size (`int`, *optional*): New width of the shared expert (Qwen2-MoE).
+        intermediate_size_mlp (`int`, *optional*): New width of the dense layers' MLP (Llama 4, whose experts and
+            shared expert share `intermediate_size`).
         layers_to_drop (`list[int]`, *optional*): Explicit layer indices to drop (alternative to
             `num_hidden_layers`).
         depth_metric (`str`, defaults to `"block_importance"`): `"block_importance"` (1 - cosine of layer input
@@ -57,12 +71,20 @@ class PruningConfig:
         head_carry_over (`bool`, defaults to `False`): Minitron's P1 trick: kept heads absorb pruned ones
             (`head_i + (head_i - head_{2K-i+1})`, applied to the head's output projection columns).
         target_params (`int`, *optional*): Total parameter budget; the shape is resolved by
-            `hf_minitron.search.resolve_target_params`.
+            `hf_minitron.search.resolve_target_params` (for a mixture-of-experts model: the experts per layer).
+        target_active_params (`int`, *optional*): Budget of parameters touched per token
+            (`hf_minitron.counting.count_active_parameters`); for a mixture-of-experts model it sets the expert
+            width, for a dense model it is the same as `target_params`.
         importance (`str`, defaults to `"taylor"`): Width criterion: `"taylor"` (|weight x gradient| of the LM
             loss, one backward per batch; left the lowest loss after distillation in `bench_importance_criteria`),
             `"activation"` (Minitron's forward-only statistics: cheaper, no gradients, used by the recipes) or
             `"magnitude"` (weight norms, no data). Layers are ranked by `depth_metric` whatever the criterion.
         width_multiple (`int`, defaults to 64): Hidden and MLP sizes chosen for a budget are multiples of it.
+        expert_importance (`str`, defaults to `"reap"`): How experts are ranked (whatever the width criterion, when
+            calibration batches are given; magnitude without batches uses weight norms): `"reap"`
+            (REAP's router-weighted saliency: mean over the tokens routed to the expert of gate weight x L2 norm of
+            its output), `"frequency"` (share of tokens routed to it) or `"gate"` (its mean gate weight over all
+            tokens).
     """
 
     hidden_size: int | None = field(default=None, metadata={"help": "New hidden size (None keeps it)."})
@@ -70,6 +92,19 @@ class PruningConfig:
     num_attention_heads: int | None = field(default=None, metadata={"help": "New query head count."})
     num_key_value_heads: int | None = field(default=None, metadata={"help": "New KV group count."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "New number of layers."})
+    num_experts: int | None = field(
+        default=None, metadata={"help": "New experts per MoE layer (Qwen-MoE, OLMoE)."}
+    )
+    num_local_experts: int | None = field(
+        default=None, metadata={"help": "New experts per MoE layer (Mixtral, gpt-oss)."}
+    )
+    moe_intermediate_size: int | None = field(default=None, metadata={"help": "New width of every expert."})
+    shared_expert_intermediate_size: int | None = field(
+        default=None, metadata={"help": "New width of the shared expert."}
+    )
+    intermediate_size_mlp: int | None = field(
+        default=None, metadata={"help": "New width of the dense layers' MLP (Llama 4)."}
+    )
     layers_to_drop: list[int] | None = field(
         default=None, metadata={"help": "Explicit layer indices to drop."}
     )
@@ -78,6 +113,10 @@ class PruningConfig:
     sequence_aggregation: str = field(default="mean", metadata={"help": f"One of {SEQUENCE_AGGREGATIONS}."})
     head_carry_over: bool = field(default=False, metadata={"help": "Kept heads absorb pruned ones (P1)."})
     target_params: int | None = field(default=None, metadata={"help": "Total parameter budget."})
+    target_active_params: int | None = field(
+        default=None,
+        metadata={"help": "Budget of parameters touched per token (MoE: sets the expert width)."},
+    )
     importance: str = field(
         default="taylor",
         metadata={
@@ -85,6 +124,9 @@ class PruningConfig:
         },
     )
     width_multiple: int = field(default=64, metadata={"help": "Budget-chosen widths are multiples of this."})
+    expert_importance: str = field(
+        default="reap", metadata={"help": f"How experts are ranked, one of {EXPERT_IMPORTANCE}."}
+    )
 
     def __post_init__(self):
         if self.layers_to_drop is not None and not isinstance(self.layers_to_drop, (str, bytes)):
@@ -94,7 +136,7 @@ class PruningConfig:
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Check the settings on their own (types, choices, positivity); raise `ValueError` naming the field."""
-        for name in (*_SIZE_FIELDS, "target_params"):
+        for name in (*_SIZE_FIELDS, "target_params", "target_active_params"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise _fail(name, value, "a positive integer or None")
@@ -109,6 +151,7 @@ class PruningConfig:
             ("batch_aggregation", BATCH_AGGREGATIONS),
             ("sequence_aggregation", SEQUENCE_AGGREGATIONS),
             ("importance", IMPORTANCE_CRITERIA),
+            ("expert_importance", EXPERT_IMPORTANCE),
         ):
             if getattr(self, name) not in choices:
                 raise _fail(name, getattr(self, name), f"one of {list(choices)}")
@@ -150,7 +193,7 @@ class PruningConfig:
 
         spec = get_spec(model_config)
         every = {g.name for g in spec.groups} | {"layers"}
-        if self.target_params is not None:
+        if self.target_params is not None or self.target_active_params is not None:
             return every
         current, sizes = spec.shape(model_config), self.target_sizes(model_config)
         names = {g.name for g in spec.groups if any(sizes[k] != current[k] for k in g.config_keys)}
@@ -171,10 +214,10 @@ class PruningConfig:
         self.validate()
         spec = get_spec(model_config)
         current = spec.shape(model_config)
-        for name in spec.size_keys:
+        for name in (*spec.size_keys, *(f for f in _SIZE_FIELDS if f not in spec.size_keys)):
             value = getattr(self, name, None)
-            if value is not None and name not in current:
-                raise _fail(name, value, f"None ({type(model_config).__name__} has no {name})")
+            if value is not None and (name not in current or name not in spec.size_keys):
+                raise _fail(name, value, f"None ({type(model_config).__name__} has no prunable {name})")
         layers = self.num_hidden_layers
         if layers is not None and layers > current["num_hidden_layers"]:
             raise _fail(

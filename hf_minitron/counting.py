@@ -54,10 +54,48 @@ def count_parameters(model_config, shape: Mapping[str, int | None] | None = None
     return sum(p.numel() for p in _meta_model(config).parameters())
 
 
-def _count_matmul_weights(config) -> int:
-    """Weights of every `nn.Linear` (lm_head included, even when tied): the multiply-adds per token."""
+def count_active_parameters(model_config, shape: Mapping[str, int | None] | None = None) -> int:
+    """Parameters touched per token: `count_parameters`, less the experts a token is not routed to. In every
+    mixture-of-experts layer only `num_experts_per_tok` of the experts run, so each tensor of the experts module
+    (the module where a group bounded below by the experts per token is observed) counts k / E of its entries;
+    routers, shared experts, attention, embeddings and `lm_head` count fully. Equal to `count_parameters` for a
+    dense model."""
+    config = pruned_config(model_config, shape or {})
     model = _meta_model(config)
-    return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    total = sum(p.numel() for p in model.parameters())
+    for module, experts, used in _experts_modules(model, config):
+        routed = sum(p.numel() for p in module.parameters())
+        total -= routed - routed * used // experts
+    return total
+
+
+def _experts_modules(model, config) -> list[tuple[torch.nn.Module, int, int]]:
+    """(experts module, experts, experts per token) of every MoE layer: where a group bounded below by the
+    experts per token is observed."""
+    spec = get_spec(config)
+    sizes = spec.shape(config)
+    out = []
+    for group in spec.groups:
+        if not group.lower_bound or group.scope != "layer":
+            continue
+        for layer in spec.layers(model):
+            for path in group.observe.modules:
+                try:
+                    out.append((layer.get_submodule(path), sizes[group.key], sizes[group.lower_bound]))
+                except AttributeError:  # a dense layer
+                    continue
+    return out
+
+
+def _count_matmul_weights(config) -> int:
+    """Weights of every `nn.Linear` (lm_head included, even when tied), plus the 3D expert matrices a token
+    runs (k / E of them): the multiply-adds per token."""
+    model = _meta_model(config)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    for module, experts, used in _experts_modules(model, config):
+        matrices = sum(p.numel() for p in module.parameters() if p.dim() == 3)
+        linear += matrices * used // experts
+    return linear
 
 
 def _attention_context(config, seq_len: int) -> list[int]:
@@ -89,7 +127,8 @@ def kv_cache_bytes_per_token(model_config, seq_len: int = 4096, dtype_bytes: int
 def flops_per_token(model_config, seq_len: int = 4096, shape=None) -> int:
     """Forward FLOPs for one token with `seq_len` tokens of context.
 
-    2 x (weights of every linear layer, `lm_head` included) for the matrix multiplies, plus
+    2 x (weights of every linear layer, `lm_head` included, and of the experts each token runs) for the matrix
+    multiplies, plus
     4 x num_attention_heads x head_dim x context per layer for the attention scores and the weighted sum.
     """
     config = pruned_config(model_config, shape or {})
@@ -128,6 +167,15 @@ class CostModel:
     def __init__(self, model_config):
         self.model_config = model_config
         spec = get_spec(model_config)
+        routed = [g.name for g in spec.groups if g.within or g.lower_bound]
+        if (
+            routed
+        ):  # layers differ (dense / sparse) and 3^(widths) corners grow too many: not interpolated yet
+            raise ValueError(
+                f"the architecture search is not supported for {type(text_config(model_config)).__name__} yet: "
+                f"its {routed} groups are not in the closed-form cost model; allowed explicit sizes or "
+                "PruningConfig(target_params=..., target_active_params=...) (exact expert budgets)"
+            )
         base = spec.shape(model_config)
         self.head_dim = base.get("head_dim")
         self.width_keys = tuple(k for k in spec.size_keys if k != "num_hidden_layers")

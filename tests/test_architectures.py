@@ -8,7 +8,7 @@ import pathlib
 
 import pytest
 import torch
-from tiny_models import ARCHITECTURES, tiny_config, tiny_model
+from tiny_models import ARCHITECTURES, MOE, tiny_config, tiny_model
 
 import hf_minitron
 from hf_minitron.architectures import get_spec, supported_model_types
@@ -17,10 +17,10 @@ from hf_minitron.architectures.spec import text_config
 
 
 def test_registry_covers_the_tiny_model_families():
-    assert sorted(supported_model_types()) == sorted(ARCHITECTURES)
+    assert sorted(supported_model_types()) == sorted(ARCHITECTURES + MOE)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ARCHITECTURES + MOE)
 def test_every_declared_slice_matches_a_parameter_of_that_size(arch):
     """Each slice's segments add up to the tensor dim it cuts: a renamed or re-laid-out module is caught."""
     model = tiny_model(arch)
@@ -34,19 +34,29 @@ def test_every_declared_slice_matches_a_parameter_of_that_size(arch):
     named = dict(model.named_parameters(remove_duplicate=False))
     for group in spec.groups:
         counts = index_counts(group, shape)
+        found = set()
         roots = [f"{spec.layers_path}.{i}." for i in range(len(layers))] if group.scope == "layer" else [""]
         for root in roots:
             for s in group.slices:
                 for path in expand(s.path, len(layers)):
                     param = named.get(root + path)
                     if param is None:
-                        assert path.endswith(".bias"), f"{arch}: {root + path} is not a parameter"
+                        assert path.endswith(".bias") or s.optional, (
+                            f"{arch}: {root + path} is not a parameter"
+                        )
                         continue
+                    found.add(s)
                     size = sum(counts[seg.index] * rows_of(seg.rows, config) for seg in s.segments)
                     assert param.shape[s.dim] == size, (arch, root + path)
+                    if s.block_dim is not None:
+                        assert param.shape[s.block_dim] == shape[group.within], (arch, root + path)
             for path in group.observe.modules:
                 for p in expand(path, len(layers)):
-                    model.get_submodule(root + p)
+                    if not group.observe.optional:
+                        model.get_submodule(root + p)
+        # an optional slice is still a parameter somewhere (a renamed expert tensor is caught)
+        missing = [s.path for s in group.slices if s not in found and not s.path.endswith("bias")]
+        assert not missing, (arch, missing)
     for path in spec.module_paths(len(layers)):
         model.get_submodule(path)
 
@@ -72,7 +82,7 @@ def test_spec_numerics_match_the_model(arch):
     assert ratio == pytest.approx(expected, rel=1e-3)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ARCHITECTURES + MOE)
 def test_config_fields_named_in_spec_exist(arch):
     config = text_config(tiny_config(arch))
     spec = get_spec(tiny_config(arch))

@@ -68,7 +68,7 @@ _VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_at
 
 def tiny_config(model_type: str, **overrides):
     """Config of a tiny model of this family; overrides win over the defaults (in the text part)."""
-    extra = dict(ARCH_OVERRIDES[model_type])
+    extra = dict({**ARCH_OVERRIDES, **MOE_OVERRIDES}[model_type])
     if "vision" not in extra:
         return AutoConfig.for_model(model_type, **{**BASE, **extra, **overrides})
     vision = {**_VISION, **extra.pop("vision")}
@@ -222,3 +222,35 @@ def zero_channels(model, channels) -> None:
                 module.weight[channels] = -offset
                 if getattr(module, "bias", None) is not None:
                     module.bias[channels] = 0
+
+
+# Mixture-of-experts families: 4 experts, top-2 (8 for the dead-expert matrix in test_moe.py), expert width 32.
+MOE_OVERRIDES: dict[str, dict] = {
+    "qwen3_moe": dict(
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        mlp_only_layers=[1],
+        norm_topk_prob=True,
+    ),
+    "qwen2_moe": dict(
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=48,
+        decoder_sparse_step=2,
+    ),
+    "mixtral": dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, sliding_window=None),
+    "olmoe": dict(num_experts=4, num_experts_per_tok=2, intermediate_size=32, rms_norm_eps=1e-12),
+    "gpt_oss": dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, sliding_window=16),
+    "llama4_text": dict(
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        intermediate_size=32,
+        intermediate_size_mlp=128,
+        moe_layers=[0, 1, 3],
+        no_rope_layer_interval=2,
+        attention_chunk_size=16,
+    ),
+}
+MOE = sorted(MOE_OVERRIDES)

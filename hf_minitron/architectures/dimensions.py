@@ -44,6 +44,10 @@ class TensorSlice:
         rms_width (`bool`, defaults to `False`): A norm whose statistic spans this dim (RMSNorm over the hidden
             size, OLMo 2's full-width q/k norms): its gain is rescaled by sqrt(old / new width) so the kept entries
             keep their values when the pruned ones carried nothing.
+        optional (`bool`, defaults to `False`): Present in some layers only (the dense MLP of a mixture-of-experts
+            model's dense layers, the experts of its sparse ones); missing elsewhere is not an error.
+        block_dim (`int`, *optional*): The tensor is a stack of blocks (experts) along this dim and a group with
+            `within` keeps different units in each block (`[E, 2I, H]` expert weights: dim 1, block_dim 0).
     """
 
     path: str
@@ -51,6 +55,8 @@ class TensorSlice:
     segments: tuple[Segment, ...] = (Segment(),)
     role: str = "out"
     rms_width: bool = False
+    optional: bool = False
+    block_dim: int | None = None
 
 
 @dataclass(frozen=True)
@@ -60,13 +66,17 @@ class Observation:
 
     Args:
         modules (`tuple[str, ...]`): Module paths (relative like the slices; `*` = every layer).
-        at (`str`, defaults to `"input"`): `"input"` (forward pre-hook, first argument) or `"output"`.
+        at (`str`, defaults to `"input"`): `"input"` (forward pre-hook, first argument), `"output"`, or
+            `"experts"` (inside a fused experts module's computation: per-expert routing statistics and each
+            expert's intermediate activation over the tokens routed to it).
         rows (`int | str`, defaults to 1): Entries per unit; units of several entries score the L2 norm over them.
+        optional (`bool`, defaults to `False`): The module exists in some layers only (their scores are 0).
     """
 
     modules: tuple[str, ...]
     at: str = "input"
     rows: Rows = 1
+    optional: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +100,9 @@ class DimensionGroup:
             `width_multiple`) or `"gqa"` (whole query heads per group).
         search_ratio_of (`str`, *optional*): A config key whose ratio to this group's size the search keeps near
             the original one (the MLP expansion factor over `hidden_size`).
+        within (`str`, *optional*): A config key counting blocks (`num_experts`) inside which units are ranked and
+            kept separately (expert neurons): scores are `[layers, blocks, units]`, the same count in every block.
+        lower_bound (`str`, *optional*): A config key the new size may not go below (`num_experts_per_tok`).
     """
 
     name: str
@@ -101,11 +114,20 @@ class DimensionGroup:
     selection: str = "top"
     search_step: str = "width"
     search_ratio_of: str | None = None
+    within: str | None = None
+    lower_bound: str | None = None
 
     @property
     def key(self) -> str:
         """The config key that counts the scored units."""
         return self.config_keys[0]
+
+
+def unit_shape(group: DimensionGroup, values: dict) -> tuple[int, ...]:
+    """The shape of one layer's (or the model's) unit scores: `(units,)`, or `(blocks, units)` with `within`."""
+    if group.within:
+        return (values[group.within], values[group.key])
+    return (values[group.key],)
 
 
 def rows_of(rows: Rows, config) -> int:
@@ -155,6 +177,8 @@ def select(group: DimensionGroup, scores: torch.Tensor, old: dict, new: dict) ->
         q_key, kv_key = group.config_keys
         heads, groups = select_heads(scores, old[kv_key], new[q_key], new[kv_key])
         return {"query": heads, "kv": groups}
+    if group.within:  # one kept set per block (expert): [blocks, kept]
+        return {"unit": torch.stack([top_sorted(row, new[group.key]) for row in scores])}
     return {"unit": top_sorted(scores, new[group.key])}
 
 
@@ -171,32 +195,33 @@ def entries(
     segments: tuple[Segment, ...], kept: dict[str, torch.Tensor], counts: dict, config
 ) -> torch.Tensor:
     """The kept positions along a sliced dim: each segment's kept units expanded to their rows, offset by the
-    sizes of the segments before it."""
+    sizes of the segments before it (`[blocks, positions]` when the units differ per block)."""
     parts, offset = [], 0
     for seg in segments:
         rows = rows_of(seg.rows, config)
         units = kept[seg.index]
-        parts.append(offset + (units.unsqueeze(1) * rows + torch.arange(rows)).reshape(-1))
+        parts.append(offset + (units.unsqueeze(-1) * rows + torch.arange(rows)).flatten(-2))
         offset += counts[seg.index] * rows
-    return torch.cat(parts)
+    return torch.cat(parts, dim=-1)
 
 
 def per_unit(
     values: torch.Tensor, segments: tuple[Segment, ...], counts: dict, config, magnitude_only: bool = False
 ) -> dict[str, torch.Tensor]:
-    """Sum a per-entry vector along a sliced dim to per-unit sums for each index set it holds."""
+    """Sum a per-entry vector (its last dim; leading dims are blocks) along a sliced dim to per-unit sums for
+    each index set it holds."""
     out: dict[str, torch.Tensor] = {}
     offset = 0
     for seg in segments:
         rows, n = rows_of(seg.rows, config), counts[seg.index]
-        part = values[offset : offset + n * rows]
+        part = values[..., offset : offset + n * rows]
         offset += n * rows
         if magnitude_only and not seg.magnitude:
             continue
-        summed = part.reshape(n, rows).sum(1)
+        summed = part.reshape(*part.shape[:-1], n, rows).sum(-1)
         out[seg.index] = out[seg.index] + summed if seg.index in out else summed
-    if offset != values.shape[0]:
-        raise ValueError(f"a sliced dim has {values.shape[0]} entries but its segments describe {offset}")
+    if offset != values.shape[-1]:
+        raise ValueError(f"a sliced dim has {values.shape[-1]} entries but its segments describe {offset}")
     return out
 
 
@@ -224,6 +249,13 @@ def validate(group: DimensionGroup, new: dict, current: dict) -> None:
     for key in reversed(group.config_keys):  # KV groups before the query heads derived from them
         if new[key] > current[key]:
             raise _fail(key, new[key], f"1..{current[key]} (the model's current {key})")
+    if group.lower_bound and new[group.key] < current[group.lower_bound]:
+        low = current[group.lower_bound]
+        raise _fail(
+            group.key,
+            new[group.key],
+            f"{low}..{current[group.key]} (at least {group.lower_bound}={low}, the experts each token uses)",
+        )
     if group.selection == "gqa":
         q_key, kv_key = group.config_keys
         n_q, n_kv, new_q, new_kv = current[q_key], current[kv_key], new[q_key], new[kv_key]

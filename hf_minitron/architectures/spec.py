@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -47,6 +48,11 @@ class ArchitectureSpec:
         heads_span_hidden (`bool`): The modeling code sizes attention as `hidden_size` wide (`o_proj` is
             hidden x hidden, or `head_dim = hidden_size // heads`), so `num_attention_heads * head_dim` must stay
             equal to `hidden_size`: heads and hidden size are pruned together or not at all.
+        module_size_attributes (`tuple[tuple[str, str], ...]`): Extra (module attribute, config key) pairs that
+            modules cache (an experts module's `num_experts`, `intermediate_dim`), refreshed after pruning.
+        layer_pattern_values (`Callable`, *optional*): `(text_config, kept_layers) -> dict` of config values that
+            describe which kept layer is which kind when the family derives it from the index (Qwen-MoE's
+            `decoder_sparse_step`), written with the pruned sizes.
         auto_class (`str`): The transformers Auto class that loads the whole checkpoint.
         notes (`str`): Anything else worth knowing (kept in one place rather than in code branches).
     """
@@ -65,6 +71,8 @@ class ArchitectureSpec:
     layer_index_lists: tuple[str, ...] = ()
     full_attention_type: str = "full_attention"
     heads_span_hidden: bool = False
+    module_size_attributes: tuple[tuple[str, str], ...] = ()
+    layer_pattern_values: Callable | None = None
     auto_class: str = "AutoModelForCausalLM"
     notes: str = ""
 
@@ -104,6 +112,9 @@ class ArchitectureSpec:
             shape["head_dim"] = int(
                 getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
             )
+        for group in self.groups:
+            if group.lower_bound:
+                shape[group.lower_bound] = int(getattr(text, group.lower_bound))
         return shape
 
     def check_sizes(self, config, sizes: dict[str, int]) -> None:
@@ -124,7 +135,7 @@ class ArchitectureSpec:
         paths = [self.layers_path, self.embed_path, self.final_norm_path, self.lm_head_path]
         for group in self.groups:
             for s in group.slices:
-                if s.path.endswith(".bias"):
+                if s.path.endswith(".bias") or s.optional:
                     continue
                 module = s.path.rsplit(".", 1)[0]
                 if group.scope == "layer":

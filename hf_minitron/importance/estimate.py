@@ -60,6 +60,14 @@ def estimate_importance(
         scores = estimate_magnitude_importance(model, config or PruningConfig())
     for axis in set(scores.tensors) - axes:  # only what the config asks for
         scores[axis] = None
+    routed = {g.name for g in get_spec(model).groups if g.observe.at == "experts" and not g.within} & axes
+    if (
+        routed and batches
+    ):  # experts are ranked by `expert_importance` (REAP by default), whatever the criterion
+        base = config or PruningConfig()
+        for name, value in _routed_scores(model, batches, routed, base).items():
+            scores[name] = value
+        scores.metadata["expert_importance"] = base.expert_importance
     if "layers" not in axes:
         scores.metadata.pop("depth_metric", None)
     n_layers = get_spec(model).shape(model.config)["num_hidden_layers"]
@@ -97,7 +105,11 @@ def _activation_importance(model: nn.Module, batches, config: PruningConfig | No
     if loss_metric:
         batches = list(batches)
     observer = ActivationObserver(
-        model, spec, axes if not loss_metric else axes - {"layers"}, config.sequence_aggregation
+        model,
+        spec,
+        axes if not loss_metric else axes - {"layers"},
+        config.sequence_aggregation,
+        config.expert_importance,
     )
     results: dict[str, torch.Tensor] = {}
     with _eval_no_grad(model):
@@ -117,15 +129,34 @@ def _activation_importance(model: nn.Module, batches, config: PruningConfig | No
     return ImportanceScores(**results, metadata=metadata)
 
 
+def _routed_scores(
+    model: nn.Module, batches, names: set[str], config: PruningConfig
+) -> dict[str, torch.Tensor]:
+    """Expert rankings from one hooked no-grad pass (routing statistics, no gradients)."""
+    observer = ActivationObserver(
+        model, get_spec(model), names, config.sequence_aggregation, config.expert_importance
+    )
+    with _eval_no_grad(model), HookSet() as hooks:
+        observer.register(hooks)
+        _forward(model, batches, observer, desc="expert importance")
+    all_reduce_statistics(observer.statistics())
+    return observer.results(config.batch_aggregation)
+
+
 def _metadata(model: nn.Module, config: PruningConfig) -> dict:
     return {
         "importance": "activation",
         "batch_aggregation": config.batch_aggregation,
         "sequence_aggregation": config.sequence_aggregation,
         "depth_metric": config.depth_metric,
+        **({"expert_importance": config.expert_importance} if _has_experts(model) else {}),
         "model_type": model.config.model_type,
         **get_spec(model).shape(model.config),
     }
+
+
+def _has_experts(model: nn.Module) -> bool:
+    return any(g.observe.at == "experts" for g in get_spec(model).groups)
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ class HookSet(contextlib.AbstractContextManager):
 
     def __init__(self):
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._patched: list[tuple[nn.Module, str, Callable | None]] = []
 
     def pre(self, module: nn.Module, fn: Callable, with_kwargs: bool = False) -> None:
         self._handles.append(module.register_forward_pre_hook(fn, with_kwargs=with_kwargs))
@@ -22,10 +23,25 @@ class HookSet(contextlib.AbstractContextManager):
     def post(self, module: nn.Module, fn: Callable) -> None:
         self._handles.append(module.register_forward_hook(fn))
 
+    def patch(self, module: nn.Module, forward: Callable) -> None:
+        """Run `forward` instead of the module's own until exit (hooks on the module still fire; under an
+        accelerate dispatch hook the computation it wraps is replaced, so weights are still brought on device)."""
+        name = (
+            "_old_forward" if hasattr(module, "_hf_hook") and hasattr(module, "_old_forward") else "forward"
+        )
+        self._patched.append((module, name, module.__dict__.get(name)))
+        setattr(module, name, forward)
+
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        for module, name, previous in reversed(self._patched):
+            if previous is None:
+                delattr(module, name)
+            else:
+                setattr(module, name, previous)
+        self._patched.clear()
 
 
 class TokenMask:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from hf_minitron.architectures import get_spec
-from hf_minitron.architectures.dimensions import expand, index_counts, per_unit, to_units
+from hf_minitron.architectures.dimensions import expand, index_counts, per_unit, to_units, unit_shape
 from hf_minitron.architectures.spec import text_config
 from hf_minitron.importance.scores import ImportanceScores
 from hf_minitron.importance.taylor import along, resolve
@@ -16,10 +16,10 @@ def _squared_norms(root, group, s, counts, config, shape, n_layers) -> dict[str,
     """Per-unit squared L2 norms of one slice's 2-D weights, by role (the slice's paths summed)."""
     total = None
     for path in expand(s.path, n_layers):
-        param = resolve(root, path)
+        param = resolve(root, path, s.optional)
         if param is None or param.dim() < 2:
             continue
-        sq = along(param.detach().float() ** 2, s.dim)
+        sq = along(param.detach().float() ** 2, s.dim, s.block_dim)
         parts = per_unit(sq, s.segments, counts, config, magnitude_only=True)
         for index, values in parts.items():
             units = to_units(group, index, values, shape)
@@ -53,7 +53,7 @@ def estimate_magnitude_importance(model: nn.Module, config=None) -> ImportanceSc
         if group.scope == "layer":
             per_layer = []
             for layer in layers:
-                score = torch.ones(shape[group.key])
+                score = torch.ones(unit_shape(group, shape))
                 for s in group.slices:
                     sq = _squared_norms(layer, group, s, counts, cfg, shape, n_layers)
                     if sq is not None:
@@ -68,7 +68,7 @@ def estimate_magnitude_importance(model: nn.Module, config=None) -> ImportanceSc
                     by_role[s.role] += sq
                 if s.role == "out" and "*" in s.path:  # a layer's residual writers score the layer
                     for i in range(n_layers):
-                        param = resolve(model, s.path.replace("*", str(i)))
+                        param = resolve(model, s.path.replace("*", str(i)), s.optional)
                         if param is not None and param.dim() >= 2:
                             layer_scores[i] += param.detach().float().pow(2).sum()
             scores[group.name] = by_role["out"].sqrt() * by_role["in"].sqrt()

@@ -19,8 +19,9 @@ class ImportanceScores:
     Args:
         metadata (`dict`): The settings that produced them (criterion, aggregations, depth metric, shape, samples).
         **tensors: One tensor per group name, `None` when not scored: `[num_layers, units]` for per-layer groups
-            (`neurons`: MLP neurons, `heads`: query heads), `[units]` for model-wide ones (`channels`), and
-            `layers`: `[num_layers]`. Read them as attributes (`scores.neurons`) or with `scores.get(name)`.
+            (`neurons`: MLP neurons, `heads`: query heads, `experts`), `[num_layers, blocks, units]` for units
+            ranked within blocks (`expert_neurons`: `[layers, experts, width]`), `[units]` for model-wide ones
+            (`channels`), and `layers`: `[num_layers]`. Read them as attributes (`scores.neurons`) or with `scores.get(name)`.
     """
 
     def __init__(self, metadata: dict[str, Any] | None = None, **tensors: torch.Tensor | None):
@@ -77,9 +78,11 @@ class ImportanceScores:
         shape = spec.shape(model_config)
         n_layers = shape["num_hidden_layers"]
         expected = {"layers": (n_layers,)}
+        from hf_minitron.architectures.dimensions import unit_shape
+
         for group in spec.groups:
-            units = shape[group.key]
-            expected[group.name] = (n_layers, units) if group.scope == "layer" else (units,)
+            units = unit_shape(group, shape)
+            expected[group.name] = (n_layers, *units) if group.scope == "layer" else units
         for name, value in self.tensors.items():
             if name in expected and tuple(value.shape) != expected[name]:
                 raise ValueError(

@@ -9,7 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hf_minitron.architectures import get_spec
-from hf_minitron.architectures.dimensions import expand, index_counts, per_unit, to_units
+from hf_minitron.architectures.dimensions import expand, index_counts, per_unit, to_units, unit_shape
 from hf_minitron.architectures.spec import text_config
 from hf_minitron.importance.hooks import all_reduce_sum
 from hf_minitron.importance.scores import ImportanceScores
@@ -18,20 +18,22 @@ from hf_minitron.importance.scores import ImportanceScores
 Reducer = Callable[[torch.Tensor], None]
 
 
-def along(v: torch.Tensor, dim: int) -> torch.Tensor:
-    """Sum of `v` over every dim but `dim`."""
-    others = [d for d in range(v.dim()) if d != dim]
-    return v.sum(others) if others else v
+def along(v: torch.Tensor, dim: int, block_dim: int | None = None) -> torch.Tensor:
+    """Sum of `v` over every dim but `dim` (and `block_dim`, kept first: `[blocks, entries]`)."""
+    keep = (dim,) if block_dim is None else (block_dim, dim)
+    others = [d for d in range(v.dim()) if d not in keep]
+    out = v.sum(others) if others else v
+    return out.transpose(0, 1) if block_dim is not None and block_dim > dim else out
 
 
-def resolve(root: nn.Module, path: str) -> nn.Parameter | None:
-    """The parameter at `path`, or None for a bias the model does not have."""
+def resolve(root: nn.Module, path: str, optional: bool = False) -> nn.Parameter | None:
+    """The parameter at `path`, or None for a bias (or an optional slice) the model does not have."""
     owner, name = path.rsplit(".", 1)
     try:
         value = getattr(root.get_submodule(owner), name, None)
     except AttributeError:
         value = None
-    if value is None and name != "bias":
+    if value is None and name != "bias" and not optional:
         raise ValueError(f"{path} is missing from {type(root).__name__}: the spec does not match the model")
     return value
 
@@ -46,7 +48,9 @@ class _TaylorAccumulator:
         self.layers = spec.layers(model)
         n_layers = len(self.layers)
         self.scores = {
-            g.name: torch.zeros((n_layers, self.shape[g.key]) if g.scope == "layer" else (self.shape[g.key],))
+            g.name: torch.zeros(
+                (n_layers, *unit_shape(g, self.shape)) if g.scope == "layer" else unit_shape(g, self.shape)
+            )
             for g in spec.groups
         }
         self.layer_scores = torch.zeros(n_layers)
@@ -60,7 +64,7 @@ class _TaylorAccumulator:
                 target = self.scores[group.name] if i is None else self.scores[group.name][i]
                 for s in group.slices:
                     for path in expand(s.path, n_layers):
-                        param = resolve(root, path)
+                        param = resolve(root, path, s.optional)
                         if param is None or (group.name, id(param), s.dim) in seen:
                             continue
                         seen.add((group.name, id(param), s.dim))
@@ -71,7 +75,8 @@ class _TaylorAccumulator:
 
     def _slice_reducer(self, group, s, counts, target: torch.Tensor) -> Reducer:
         def reduce(v):
-            for index, values in per_unit(along(v, s.dim), s.segments, counts, self.config).items():
+            reduced = along(v, s.dim, s.block_dim)
+            for index, values in per_unit(reduced, s.segments, counts, self.config).items():
                 target.add_(to_units(group, index, values, self.shape).cpu())
 
         return reduce

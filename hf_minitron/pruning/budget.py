@@ -59,10 +59,22 @@ def resolve_target_params(model_config, pruning_config, tolerance: float = 0.05)
     sets are kept; only shapes the model's config class accepts are considered. Raises `ValueError` when no shape
     can meet the budget; logs a warning when the closest shape is outside `tolerance`.
     """
+    spec = get_spec(model_config)
+    if any(g.lower_bound for g in spec.groups):
+        return resolve_expert_budget(model_config, pruning_config, tolerance)
+    if pruning_config.target_active_params is not None:  # a dense model touches every parameter per token
+        if pruning_config.target_params not in (None, pruning_config.target_active_params):
+            raise ValueError(
+                f"target_active_params={pruning_config.target_active_params:,} is invalid with target_params="
+                f"{pruning_config.target_params:,}: a dense model touches all its parameters per token, so "
+                "allowed None or the same value"
+            )
+        pruning_config = dataclasses.replace(
+            pruning_config, target_params=pruning_config.target_active_params, target_active_params=None
+        )
     target = pruning_config.target_params
     if target is None:
         return pruning_config
-    spec = get_spec(model_config)
     base = spec.shape(model_config)
     fixed = dict(dataclasses.replace(pruning_config, target_params=None).target_sizes(model_config))
     fixed["num_hidden_layers"] = pruning_config.num_hidden_layers or base["num_hidden_layers"] - len(
@@ -108,3 +120,72 @@ def resolve_target_params(model_config, pruning_config, tolerance: float = 0.05)
             100 * (exact - target) / target,
         )
     return dataclasses.replace(pruning_config, **{k: shape[k] for k in scaled}, target_params=None)
+
+
+def resolve_expert_budget(model_config, pruning_config, tolerance: float = 0.05):
+    """Budgets of a mixture-of-experts model, as REAP and Minitron's MoE recipes cut it: `target_active_params`
+    sets the expert width (what a token runs), then `target_params` the number of experts per layer (what is
+    stored); every other size stays as the config sets it. Counts are exact: for fixed other sizes, total and
+    active counts are bilinear in (experts, expert width), fitted from four meta-device models.
+
+    Returns a copy of `pruning_config` with explicit sizes and no budget; `ValueError` naming the budget and the
+    reachable range when it cannot be met.
+    """
+    from hf_minitron.counting import count_active_parameters
+
+    spec = get_spec(model_config)
+    experts = next(g for g in spec.groups if g.lower_bound)
+    width = next(g for g in spec.groups if g.within == experts.key)
+    e_key, w_key = experts.key, width.key
+    base = spec.shape(model_config)
+    plain = dataclasses.replace(pruning_config, target_params=None, target_active_params=None)
+    fixed = dict(plain.target_sizes(model_config))
+    fixed["num_hidden_layers"] = pruning_config.num_hidden_layers or base["num_hidden_layers"] - len(
+        pruning_config.layers_to_drop or []
+    )
+    low_e = base[experts.lower_bound]
+    e_nodes = (low_e, base[e_key]) if low_e < base[e_key] else (low_e - 1 or 1, low_e)
+    w_nodes = (max(1, base[w_key] // 2), base[w_key]) if base[w_key] > 1 else (1, 2)
+
+    def bilinear(count) -> callable:
+        table = {(e, w): count(model_config, {**fixed, e_key: e, w_key: w}) for e in e_nodes for w in w_nodes}
+        (e0, e1), (w0, w1) = e_nodes, w_nodes
+
+        def at(e, w):
+            a, b = (e - e0) / (e1 - e0), (w - w0) / (w1 - w0)
+            return (
+                table[e0, w0] * (1 - a) * (1 - b)
+                + table[e1, w0] * a * (1 - b)
+                + table[e0, w1] * (1 - a) * b
+                + table[e1, w1] * a * b
+            )
+
+        return at
+
+    sizes = {}
+    n_experts, n_width = fixed[e_key], fixed[w_key]
+    if pruning_config.target_active_params is not None:
+        active = bilinear(count_active_parameters)
+        step = effective_multiple(base[w_key], pruning_config.width_multiple)
+        options = np.arange(step, base[w_key] + 1, step)
+        values = np.array([active(n_experts, w) for w in options])
+        check_budget("target_active_params", pruning_config.target_active_params, values.min(), values.max())
+        n_width = int(options[np.argmin(np.abs(values - pruning_config.target_active_params))])
+        sizes[w_key] = n_width
+    if pruning_config.target_params is not None:
+        total = bilinear(count_parameters)
+        options = np.arange(low_e, base[e_key] + 1)
+        values = np.array([total(e, n_width) for e in options])
+        check_budget("target_params", pruning_config.target_params, values.min(), values.max())
+        n_experts = int(options[np.argmin(np.abs(values - pruning_config.target_params))])
+        sizes[e_key] = n_experts
+    for name, target, count in (
+        ("target_params", pruning_config.target_params, count_parameters),
+        ("target_active_params", pruning_config.target_active_params, count_active_parameters),
+    ):
+        if target is not None:
+            exact = count(model_config, {**fixed, **sizes})
+            if abs(exact - target) > tolerance * target:
+                logger.warning("%s=%s: the closest shape has %s (%.1f%% off)", name, f"{target:,}", f"{exact:,}",
+                               100 * (exact - target) / target)  # fmt: skip
+    return dataclasses.replace(plain, **sizes)

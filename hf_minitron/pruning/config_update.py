@@ -30,6 +30,8 @@ def pruned_config_values(
         current = getattr(text, name, None)
         if isinstance(current, (list, tuple)):
             values[name] = [kept_layers.index(i) for i in current if i in kept_layers]
+    if spec.layer_pattern_values is not None:
+        values.update(spec.layer_pattern_values(text, kept_layers))
     values.update(sizes)
     head_dim = spec.shape(config).get("head_dim")
     if head_dim is not None:
@@ -96,13 +98,14 @@ def update_model_config(model: nn.Module, spec: ArchitectureSpec, old: dict, val
     text = text_config(model.config)
     for name, value in values.items():
         setattr(text, name, value)
-    renamed = {attr: (old[key], values[key]) for attr, key in MODULE_SIZE_ATTRIBUTES.items() if key in old}
+    attributes = {**MODULE_SIZE_ATTRIBUTES, **dict(spec.module_size_attributes)}
+    renamed = {attr: (old[key], values[key]) for attr, key in attributes.items() if key in old}
     if "num_key_value_heads" in old:
         renamed["num_key_value_groups"] = (
             old["num_attention_heads"] // old["num_key_value_heads"],
             values["num_attention_heads"] // values["num_key_value_heads"],
         )
-    for module in spec.layers(model).modules():
+    for module in (model, *spec.layers(model).modules()):  # the LM itself caches e.g. num_experts (aux loss)
         for attr, (before, after) in renamed.items():
             current = getattr(module, attr, None)
             if isinstance(current, int) and not isinstance(current, bool) and current == before:

@@ -35,7 +35,9 @@ logger = logging.getLogger(__name__)
 def _check_scores(model_config, config: PruningConfig, scores: ImportanceScores | None) -> set[str]:
     spec = get_spec(model_config)
     # after resolve_target_params the explicit sizes decide what is pruned
-    names = dataclasses.replace(config, target_params=None).pruned_dimensions(model_config)
+    names = dataclasses.replace(config, target_params=None, target_active_params=None).pruned_dimensions(
+        model_config
+    )
     if not names:
         return names
     if scores is None:
@@ -79,10 +81,10 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
         Everything is validated before the first tensor changes: a `ValueError` leaves the model untouched.
     """
     spec = get_spec(model)
-    if config.target_params is not None:
-        target = config.target_params
+    if config.target_params is not None or config.target_active_params is not None:
+        targets = (config.target_params, config.target_active_params)
         config = resolve_target_params(model.config, config)
-        logger.info("target_params=%d resolved to %s", target, config.target_sizes(model.config))
+        logger.info("budgets %s resolved to %s", targets, config.target_sizes(model.config))
     mc = model.config
     config.validate_for(mc)
     names = _check_scores(mc, config, scores)

@@ -32,15 +32,16 @@ class Surgeon:
     def cut(self, root: nn.Module, s: TensorSlice, path: str, kept: dict, counts: dict) -> None:
         """Keep the entries of `kept` units along `s.dim` of the parameter at `path` under `root`."""
         owner_path, name = path.rsplit(".", 1)
+        skippable = name == "bias" or s.optional
         try:
             owner = root.get_submodule(owner_path)
         except AttributeError:
-            if name == "bias":
+            if skippable:
                 return
             raise
         old = getattr(owner, name, None)
         if old is None:
-            if name == "bias":
+            if skippable:
                 return
             raise ValueError(
                 f"{path} is missing from {type(root).__name__}: the spec does not match the model"
@@ -49,7 +50,17 @@ class Surgeon:
             setattr(owner, name, self._cut[id(old)][1])
             return
         index = entries(s.segments, kept, counts, self.config).to(old.device)
-        value = old.detach().index_select(s.dim, index)
+        if index.dim() == 2:  # different entries in each block (expert) along s.block_dim
+            moved = old.detach().movedim((s.block_dim, s.dim), (0, -1))
+            picked = moved.gather(
+                -1,
+                index.view(index.shape[0], *[1] * (moved.dim() - 2), -1).expand(
+                    *moved.shape[:-1], index.shape[1]
+                ),
+            )
+            value = picked.movedim((0, -1), (s.block_dim, s.dim)).contiguous()
+        else:
+            value = old.detach().index_select(s.dim, index)
         if s.rms_width:  # the norm's statistic now spans fewer entries: keep the kept entries' outputs
             factor = math.sqrt(old.shape[s.dim] / value.shape[s.dim])
             value = ((self.offset + value.float()) * factor - self.offset).to(value.dtype)
