@@ -25,6 +25,7 @@ _SIZE_FIELDS = (
     "num_attention_heads",
     "num_key_value_heads",
     "num_hidden_layers",
+    "mamba_num_heads",
 )
 
 
@@ -44,6 +45,8 @@ class PruningConfig:
         num_attention_heads (`int`, *optional*): New number of query heads; a multiple of the KV heads.
         num_key_value_heads (`int`, *optional*): New number of KV groups; whole groups are dropped with their
             query heads. For GQA models it defaults to the current count; for MHA models to `num_attention_heads`.
+        mamba_num_heads (`int`, *optional*): New number of Mamba-2 SSM heads of a hybrid model (Nemotron-H), the
+            same in every Mamba layer; a multiple of the model's `n_groups`, which is kept.
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
         layers_to_drop (`list[int]`, *optional*): Explicit layer indices to drop (alternative to
             `num_hidden_layers`).
@@ -70,6 +73,7 @@ class PruningConfig:
     num_attention_heads: int | None = field(default=None, metadata={"help": "New query head count."})
     num_key_value_heads: int | None = field(default=None, metadata={"help": "New KV group count."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "New number of layers."})
+    mamba_num_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (hybrids)."})
     layers_to_drop: list[int] | None = field(
         default=None, metadata={"help": "Explicit layer indices to drop."}
     )

@@ -61,14 +61,32 @@ ARCH_OVERRIDES: dict[str, dict] = {
     "mistral3": dict(vision=dict(image_size=28, patch_size=14, head_dim=16), text_model_type="ministral3"),
 }
 
+# Hybrid families (layers of different kinds from a pattern key): the dense matrix does not apply, see test_hybrid.py.
+HYBRID_PATTERN = ["linear_attention", "full_attention", "mlp", "linear_attention", "mlp", "full_attention"]
+HYBRID_OVERRIDES: dict[str, dict] = {
+    # 12 Mamba heads in 2 groups (not 8: distinct from the attention heads)
+    "nemotron_h": dict(
+        num_hidden_layers=len(HYBRID_PATTERN),
+        layers_block_type=HYBRID_PATTERN,
+        mamba_num_heads=12,
+        mamba_head_dim=8,
+        n_groups=2,
+        ssm_state_size=16,
+        chunk_size=8,
+        layer_norm_epsilon=1e-20,  # the gated norm sees variances ~1e-8 at init: keep eps negligible
+        tie_word_embeddings=False,
+    ),
+}
+
 ARCHITECTURES = sorted(ARCH_OVERRIDES)
+HYBRID = sorted(HYBRID_OVERRIDES)
 COMPOSITE = sorted(k for k, v in ARCH_OVERRIDES.items() if "vision" in v)
 _VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
 
 
 def tiny_config(model_type: str, **overrides):
     """Config of a tiny model of this family; overrides win over the defaults (in the text part)."""
-    extra = dict(ARCH_OVERRIDES[model_type])
+    extra = dict({**ARCH_OVERRIDES, **HYBRID_OVERRIDES}[model_type])
     if "vision" not in extra:
         return AutoConfig.for_model(model_type, **{**BASE, **extra, **overrides})
     vision = {**_VISION, **extra.pop("vision")}

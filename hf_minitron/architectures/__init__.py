@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from hf_minitron.architectures import dense, gemma, glm, llama, mistral, nemotron, olmo, phi, qwen  # noqa: F401
+from hf_minitron.architectures import (  # noqa: F401
+    dense,
+    gemma,
+    glm,
+    llama,
+    mistral,
+    nemotron,
+    nemotron_h,
+    olmo,
+    phi,
+    qwen,
+)
 from hf_minitron.architectures.dimensions import DimensionGroup, Observation, Segment, TensorSlice
 from hf_minitron.architectures.spec import ArchitectureSpec, get_spec, register, supported_model_types
 

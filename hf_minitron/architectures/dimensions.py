@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,8 @@ class TensorSlice:
         rms_width (`bool`, defaults to `False`): A norm whose statistic spans this dim (RMSNorm over the hidden
             size, OLMo 2's full-width q/k norms): its gain is rescaled by sqrt(old / new width) so the kept entries
             keep their values when the pruned ones carried nothing.
+        layer_kinds (`tuple[str, ...]`, defaults to `()`): For a `*` path in a hybrid model: only the layers of
+            these kinds (entries of the spec's layer pattern) have it; empty = every layer.
     """
 
     path: str
@@ -51,6 +54,7 @@ class TensorSlice:
     segments: tuple[Segment, ...] = (Segment(),)
     role: str = "out"
     rms_width: bool = False
+    layer_kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,12 @@ class DimensionGroup:
             `width_multiple`) or `"gqa"` (whole query heads per group).
         search_ratio_of (`str`, *optional*): A config key whose ratio to this group's size the search keeps near
             the original one (the MLP expansion factor over `hidden_size`).
+        layer_kinds (`tuple[str, ...]`, defaults to `()`): A per-layer group of a hybrid model lives only in the
+            layers of these kinds (entries of the spec's layer pattern: Mamba heads in Mamba layers); empty =
+            every layer. Its score rows for other layers are zeros and never used.
+        module_attributes (`tuple[tuple[str, str, Callable], ...]`, defaults to `()`): Sizes a module caches from
+            the config, as (module path relative to the layer, attribute, function of the pruned text config),
+            rewritten after pruning in the layers this group lives in (a Mamba mixer's `conv_dim`).
     """
 
     name: str
@@ -101,6 +111,8 @@ class DimensionGroup:
     selection: str = "top"
     search_step: str = "width"
     search_ratio_of: str | None = None
+    layer_kinds: tuple[str, ...] = ()
+    module_attributes: tuple[tuple[str, str, Callable], ...] = ()
 
     @property
     def key(self) -> str:
@@ -118,9 +130,19 @@ def rows_of(rows: Rows, config) -> int:
     return int(value)
 
 
-def expand(path: str, num_layers: int) -> list[str]:
-    """A slice or observation path with `*` replaced by every layer index."""
-    return [path.replace("*", str(i)) for i in range(num_layers)] if "*" in path else [path]
+def applies(layer_kinds: tuple[str, ...], kind: str | None) -> bool:
+    """Whether a group or slice declared for `layer_kinds` (empty: every layer) lives in a layer of `kind`."""
+    return not layer_kinds or kind in layer_kinds
+
+
+def expand(
+    path: str, num_layers: int, kinds: list[str] | None = None, only: tuple[str, ...] = ()
+) -> list[str]:
+    """A slice or observation path with `*` replaced by every layer index (with `kinds`, the kind of each layer,
+    only the layers whose kind is in `only`, when `only` is not empty)."""
+    if "*" not in path:
+        return [path]
+    return [path.replace("*", str(i)) for i in range(num_layers) if kinds is None or applies(only, kinds[i])]
 
 
 def index_counts(group: DimensionGroup, values: dict[str, int]) -> dict[str, int]:

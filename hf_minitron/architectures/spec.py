@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from hf_minitron.architectures.dimensions import DimensionGroup
+from hf_minitron.architectures.dimensions import DimensionGroup, applies, expand
 from hf_minitron.architectures.layout import decoder_groups
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}
@@ -48,6 +48,13 @@ class ArchitectureSpec:
             hidden x hidden, or `head_dim = hidden_size // heads`), so `num_attention_heads * head_dim` must stay
             equal to `hidden_size`: heads and hidden size are pruned together or not at all.
         auto_class (`str`): The transformers Auto class that loads the whole checkpoint.
+        layer_kind_key (`str`, *optional*): A hybrid model's config pattern of layer kinds (a list with one entry
+            per layer, or a string with one character per layer); groups and slices with `layer_kinds` apply only
+            to the layers of those kinds. Depth pruning slices it like the other per-layer lists.
+        supported_layer_kinds (`tuple[str, ...]`, defaults to `()`): The layer kinds the groups describe; a model
+            with another kind is refused before surgery (empty: no check).
+        fixed_keys (`tuple[str, ...]`, defaults to `()`): Config keys of a group that must keep their value
+            (Mamba-2 `n_groups`: the grouped norm and B/C stay whole).
         notes (`str`): Anything else worth knowing (kept in one place rather than in code branches).
     """
 
@@ -66,6 +73,9 @@ class ArchitectureSpec:
     full_attention_type: str = "full_attention"
     heads_span_hidden: bool = False
     auto_class: str = "AutoModelForCausalLM"
+    layer_kind_key: str | None = None
+    supported_layer_kinds: tuple[str, ...] = ()
+    fixed_keys: tuple[str, ...] = ()
     notes: str = ""
 
     # ------------------------------------------------------------------ accessors
@@ -106,8 +116,35 @@ class ArchitectureSpec:
             )
         return shape
 
+    def layer_kinds(self, config) -> list[str] | None:
+        """The kind of every layer (a hybrid model's pattern), or `None` when all layers are alike."""
+        if self.layer_kind_key is None:
+            return None
+        pattern = getattr(text_config(config), self.layer_kind_key)
+        return list(pattern)
+
+    def check_layer_kinds(self, config) -> None:
+        """`ValueError` naming the pattern field when a layer has a kind the groups do not describe."""
+        kinds = self.layer_kinds(config)
+        if kinds is None or not self.supported_layer_kinds:
+            return
+        other = sorted(set(kinds) - set(self.supported_layer_kinds))
+        if other:
+            raise ValueError(
+                f"{self.layer_kind_key} contains {other}, which hf-minitron cannot prune yet for "
+                f"{self.model_types[0]}: allowed layer kinds {list(self.supported_layer_kinds)}"
+            )
+
     def check_sizes(self, config, sizes: dict[str, int]) -> None:
         """`ValueError` naming the field when `sizes` break a constraint the modeling code assumes silently."""
+        self.check_layer_kinds(config)
+        current = self.shape(config)
+        for key in self.fixed_keys:
+            if key in sizes and sizes[key] != current.get(key):
+                raise ValueError(
+                    f"{key}={sizes[key]} is invalid for {self.model_types[0]}: allowed {current.get(key)} "
+                    "(kept whole: only the units within each group are pruned)"
+                )
         if not self.heads_span_hidden:
             return
         head_dim = self.shape(config)["head_dim"]
@@ -119,8 +156,8 @@ class ArchitectureSpec:
                 f"hidden_size (e.g. num_attention_heads={hidden // head_dim} for hidden_size={hidden // head_dim * head_dim})"
             )
 
-    def module_paths(self, num_layers: int) -> list[str]:
-        """Every module path this spec relies on, for a model with `num_layers` layers."""
+    def module_paths(self, num_layers: int, kinds: list[str] | None = None) -> list[str]:
+        """Every module path this spec relies on, for a model with `num_layers` layers (of `kinds`, if hybrid)."""
         paths = [self.layers_path, self.embed_path, self.final_norm_path, self.lm_head_path]
         for group in self.groups:
             for s in group.slices:
@@ -128,13 +165,13 @@ class ArchitectureSpec:
                     continue
                 module = s.path.rsplit(".", 1)[0]
                 if group.scope == "layer":
-                    paths += [f"{self.layers_path}.{i}.{module}" for i in range(num_layers)]
+                    paths += [
+                        f"{self.layers_path}.{i}.{module}"
+                        for i in range(num_layers)
+                        if kinds is None or applies(group.layer_kinds, kinds[i])
+                    ]
                 else:
-                    paths += (
-                        [module.replace("*", str(i)) for i in range(num_layers)]
-                        if "*" in module
-                        else [module]
-                    )
+                    paths += expand(module, num_layers, kinds, s.layer_kinds)
         return list(dict.fromkeys(paths))
 
     def model_class(self):
