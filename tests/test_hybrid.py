@@ -175,3 +175,30 @@ def test_unsupported_layer_kind_is_refused_before_surgery():
     with pytest.raises(ValueError, match=r"layers_block_type contains \['moe'\].*allowed layer kinds"):
         prune_model(model, PruningConfig(layers_to_drop=[3], importance="activation"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("arch", HYBRID)
+def test_pruned_hybrid_student_distills_with_the_trainer(arch, tmp_path):
+    """Width and depth pruned student, hidden-state loss on the kept layers and the kept channels."""
+    from distill_worker import tiny_args, token_dataset
+
+    from hf_minitron import DistillationTrainer
+
+    teacher = tiny_model(arch)
+    student = tiny_model(arch)
+    target = PruningConfig(hidden_size=48, mamba_num_heads=10, layers_to_drop=[4], importance="activation")
+    prune_model(student, target, estimate_importance(student, random_batches(), target))
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    args = tiny_args(tmp_path, hidden_state_weight=1.0, logging_steps=1)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(8)
+    )
+    assert (
+        trainer.layer_pairs
+        and trainer.layer_pairs[0][1] == [0, 1, 2, 3, 5][trainer.layer_pairs[0][0] + 1] - 1
+    )
+    trainer.train()
+    logged = [row for row in trainer.state.log_history if "loss" in row]
+    assert logged and all(torch.isfinite(torch.tensor(row["loss"])) for row in logged)
+    assert {"distill_loss", "hidden_state_loss"} <= logged[0].keys()
+    assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
