@@ -202,3 +202,13 @@ def test_pruned_hybrid_student_distills_with_the_trainer(arch, tmp_path):
     assert logged and all(torch.isfinite(torch.tensor(row["loss"])) for row in logged)
     assert {"distill_loss", "hidden_state_loss"} <= logged[0].keys()
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+@pytest.mark.parametrize("arch", HYBRID)
+def test_parameter_budget_is_refused_naming_the_pattern(arch):
+    """The budget's cost fit assumes identical layers: refused before anything changes, explicit sizes allowed."""
+    model = tiny_model(arch)
+    with pytest.raises(
+        ValueError, match=r"target_params .* not supported yet: .*layers_block_type.*mamba_num_heads"
+    ):
+        prune_model(model, PruningConfig(target_params=50_000, importance="activation"))
