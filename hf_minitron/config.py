@@ -26,6 +26,7 @@ _SIZE_FIELDS = (
     "num_key_value_heads",
     "num_hidden_layers",
     "mamba_num_heads",
+    "mamba_n_heads",
 )
 
 
@@ -47,6 +48,8 @@ class PruningConfig:
             query heads. For GQA models it defaults to the current count; for MHA models to `num_attention_heads`.
         mamba_num_heads (`int`, *optional*): New number of Mamba-2 SSM heads of a hybrid model (Nemotron-H), the
             same in every Mamba layer; a multiple of the model's `n_groups`, which is kept.
+        mamba_n_heads (`int`, *optional*): The same for the families that call it `mamba_n_heads` (Bamba), where
+            the config ties it to the hidden size (`mamba_n_heads * mamba_d_head == mamba_expand * hidden_size`).
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
         layers_to_drop (`list[int]`, *optional*): Explicit layer indices to drop (alternative to
             `num_hidden_layers`).
@@ -74,6 +77,7 @@ class PruningConfig:
     num_key_value_heads: int | None = field(default=None, metadata={"help": "New KV group count."})
     num_hidden_layers: int | None = field(default=None, metadata={"help": "New number of layers."})
     mamba_num_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (hybrids)."})
+    mamba_n_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (Bamba)."})
     layers_to_drop: list[int] | None = field(
         default=None, metadata={"help": "Explicit layer indices to drop."}
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_pruning import reload_in_fresh_process
-from tiny_models import HYBRID, HYBRID_PATTERN, random_batches, tiny_model
+from tiny_models import HYBRID_PATTERN, random_batches, tiny_model
 from transformers import AutoModelForCausalLM
 
 from hf_minitron.architectures import get_spec
@@ -30,14 +30,14 @@ def _layers(model, kind):
 
 def kill_mamba_heads(model, heads=DEAD_MAMBA_HEADS) -> None:
     """Zero the x channels of the heads (in_proj rows after z, conv1d weight and bias): their scan output is 0."""
-    c = model.config
-    hd, inner = c.mamba_head_dim, c.mamba_num_heads * c.mamba_head_dim
-    x_rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads])
-    with torch.no_grad():
-        for _, layer in _layers(model, MAMBA):
-            layer.mixer.in_proj.weight[inner + x_rows] = 0
-            layer.mixer.conv1d.weight[x_rows] = 0
-            layer.mixer.conv1d.bias[x_rows] = 0
+    for _, layer in _layers(model, MAMBA):
+        mixer = getattr(layer, "mixer", None) or layer.mamba
+        hd, inner = mixer.head_dim, mixer.num_heads * mixer.head_dim
+        x_rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads])
+        with torch.no_grad():
+            mixer.in_proj.weight[inner + x_rows] = 0
+            mixer.conv1d.weight[x_rows] = 0
+            mixer.conv1d.bias[x_rows] = 0
 
 
 def kill_mlp_neurons_and_kv_group(model) -> None:
@@ -53,7 +53,7 @@ def kill_mlp_neurons_and_kv_group(model) -> None:
                 proj.weight[rows] = 0
 
 
-@pytest.mark.parametrize("arch", HYBRID)
+@pytest.mark.parametrize("arch", ["nemotron_h"])
 def test_dead_mamba_heads_neurons_and_kv_group_rank_last_and_pruning_them_is_exact(arch, tmp_path):
     model = tiny_model(arch)
     kill_mamba_heads(model)
@@ -91,7 +91,7 @@ def test_dead_mamba_heads_neurons_and_kv_group_rank_last_and_pruning_them_is_exa
     assert report["err"] < 1e-5 and report["gen"] == 7
 
 
-@pytest.mark.parametrize("arch", HYBRID)
+@pytest.mark.parametrize("arch", ["nemotron_h"])
 def test_dead_mamba_head_ranks_last_in_its_group_under_taylor_and_magnitude(arch):
     model = tiny_model(arch)
     kill_mamba_heads(model)
@@ -103,7 +103,7 @@ def test_dead_mamba_head_ranks_last_in_its_group_under_taylor_and_magnitude(arch
         assert (per_group.argmin(-1) == torch.tensor([1, 2])).all(), importance
 
 
-@pytest.mark.parametrize("arch", HYBRID)
+@pytest.mark.parametrize("arch", ["nemotron_h"])
 @pytest.mark.parametrize("dead", [0, 1, 2], ids=[MAMBA, ATTENTION, MLP])
 def test_dead_layer_of_each_kind_ranks_last_and_dropping_it_keeps_the_pattern(arch, dead):
     model = tiny_model(arch)
@@ -131,7 +131,7 @@ def test_dead_layer_of_each_kind_ranks_last_and_dropping_it_keeps_the_pattern(ar
     assert out.shape[1] == 9
 
 
-@pytest.mark.parametrize("arch", HYBRID)
+@pytest.mark.parametrize("arch", ["nemotron_h"])
 def test_every_axis_together_builds_the_shape_from_config_and_generates(arch):
     model = tiny_model(arch)
     target = PruningConfig(
@@ -158,7 +158,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("arch", HYBRID)
+@pytest.mark.parametrize("arch", ["nemotron_h"])
 @pytest.mark.parametrize("request_,match", BAD, ids=[m.split(" ")[0] for _, m in BAD])
 def test_bad_requests_name_the_field_and_leave_the_model_untouched(arch, request_, match):
     model = tiny_model(arch)
@@ -177,7 +177,7 @@ def test_unsupported_layer_kind_is_refused_before_surgery():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("arch", HYBRID)
+@pytest.mark.parametrize("arch", ["nemotron_h"])
 def test_pruned_hybrid_student_distills_with_the_trainer(arch, tmp_path):
     """Width and depth pruned student, hidden-state loss on the kept layers and the kept channels."""
     from distill_worker import tiny_args, token_dataset
@@ -204,7 +204,7 @@ def test_pruned_hybrid_student_distills_with_the_trainer(arch, tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
 
 
-@pytest.mark.parametrize("arch", HYBRID)
+@pytest.mark.parametrize("arch", ["nemotron_h"])
 def test_parameter_budget_is_refused_naming_the_pattern(arch):
     """The budget's cost fit assumes identical layers: refused before anything changes, explicit sizes allowed."""
     model = tiny_model(arch)
@@ -212,3 +212,66 @@ def test_parameter_budget_is_refused_naming_the_pattern(arch):
         ValueError, match=r"target_params .* not supported yet: .*layers_block_type.*mamba_num_heads"
     ):
         prune_model(model, PruningConfig(target_params=50_000, importance="activation"))
+
+
+# ---------------------------------------------------------------- Bamba: Mamba width tied to the hidden size
+BAMBA_PATTERN = [MAMBA, ATTENTION, MAMBA, MAMBA, ATTENTION]  # attn_layer_indices [1, 4]
+
+
+@pytest.mark.parametrize("dead", [0, 1], ids=[MAMBA, ATTENTION])
+def test_bamba_dead_layer_ranks_last_and_dropping_it_remaps_attn_layer_indices(dead):
+    model = tiny_model("bamba")
+    layer = model.model.layers[dead]
+    with torch.no_grad():
+        (layer.mamba.out_proj if dead == 0 else layer.self_attn.o_proj).weight.zero_()
+        layer.feed_forward.down_proj.weight.zero_()
+    batch = random_batches(n=1, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(num_hidden_layers=4, importance="activation")
+    scores = estimate_importance(model, random_batches(), target)
+    assert scores.layers.argmin() == dead
+    prune_model(model, target, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    expected = BAMBA_PATTERN[:dead] + BAMBA_PATTERN[dead + 1 :]
+    assert model.config.layers_block_type == expected
+    assert model.config.attn_layer_indices == [i for i, k in enumerate(expected) if k == ATTENTION]
+    mixers = [
+        layer.mamba if k == MAMBA else layer.self_attn for layer, k in zip(model.model.layers, expected)
+    ]
+    assert [m.layer_idx for m in mixers] == list(range(4))
+    assert model.generate(batch["input_ids"][:1, :5], max_new_tokens=3, do_sample=False).shape[1] == 8
+
+
+def test_bamba_mamba_heads_go_with_the_hidden_size(tmp_path):
+    """The config ties mamba_n_heads * mamba_d_head to mamba_expand * hidden_size: alone it is refused before
+    surgery naming both; with the hidden size in proportion a dead head ranks last and the shape reloads."""
+    model = tiny_model("bamba")
+    kill_mamba_heads(model, heads=(1, 9))
+    target = PruningConfig(hidden_size=48, mamba_n_heads=12, intermediate_size=96, importance="activation")
+    scores = estimate_importance(model, random_batches(), target)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for bad, match in (
+        (
+            dict(mamba_n_heads=12),
+            r"mamba_n_heads=12 with hidden_size=64 is invalid .* allowed mamba_n_heads=16",
+        ),
+        (
+            dict(hidden_size=48),
+            r"mamba_n_heads=16 with hidden_size=48 is invalid .* allowed mamba_n_heads=12",
+        ),
+    ):
+        with pytest.raises(ValueError, match=match):
+            prune_model(model, PruningConfig(importance="activation", **bad), scores)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    mamba = [i for i, k in enumerate(BAMBA_PATTERN) if k == MAMBA]
+    assert (scores.mamba_heads[mamba][:, [1, 9]] == 0).all() and (scores.mamba_heads[mamba].sum(1) > 0).all()
+    prune_model(model, target, scores)
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    batch = random_batches(n=1, seed=1)[0]
+    model.save_pretrained(tmp_path / "bamba")
+    torch.save({"batch": batch, "logits": _logits(model, batch)}, tmp_path / "bamba" / "expected.pt")
+    report = reload_in_fresh_process([tmp_path / "bamba"])["bamba"]
+    assert report["err"] < 1e-5 and report["gen"] == 7

@@ -76,6 +76,18 @@ HYBRID_OVERRIDES: dict[str, dict] = {
         layer_norm_epsilon=1e-20,  # the gated norm sees variances ~1e-8 at init: keep eps negligible
         tie_word_embeddings=False,
     ),
+    # mamba_n_heads * mamba_d_head == mamba_expand * hidden_size (2 * 64), 16 heads in 2 groups
+    "bamba": dict(
+        num_hidden_layers=5,
+        attn_layer_indices=[1, 4],
+        mamba_n_heads=16,
+        mamba_d_head=8,
+        mamba_n_groups=2,
+        mamba_d_state=16,
+        mamba_chunk_size=8,
+        rms_norm_eps=1e-20,
+        tie_word_embeddings=False,
+    ),
 }
 
 ARCHITECTURES = sorted(ARCH_OVERRIDES)

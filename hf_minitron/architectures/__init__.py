@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from hf_minitron.architectures import (  # noqa: F401
+    bamba,
     dense,
     gemma,
     glm,

@@ -55,6 +55,9 @@ class ArchitectureSpec:
             with another kind is refused before surgery (empty: no check).
         fixed_keys (`tuple[str, ...]`, defaults to `()`): Config keys of a group that must keep their value
             (Mamba-2 `n_groups`: the grouped norm and B/C stay whole).
+        inner_width_tie (`tuple[str, str, str]`, *optional*): (heads key, head size key, expansion key) when the
+            config class requires heads x head size == expansion x `hidden_size` (Bamba, Granite 4's Mamba width):
+            the heads are then pruned only with the hidden size, in proportion.
         notes (`str`): Anything else worth knowing (kept in one place rather than in code branches).
     """
 
@@ -76,6 +79,7 @@ class ArchitectureSpec:
     layer_kind_key: str | None = None
     supported_layer_kinds: tuple[str, ...] = ()
     fixed_keys: tuple[str, ...] = ()
+    inner_width_tie: tuple[str, str, str] | None = None
     notes: str = ""
 
     # ------------------------------------------------------------------ accessors
@@ -144,6 +148,18 @@ class ArchitectureSpec:
                 raise ValueError(
                     f"{key}={sizes[key]} is invalid for {self.model_types[0]}: allowed {current.get(key)} "
                     "(kept whole: only the units within each group are pruned)"
+                )
+        if self.inner_width_tie is not None:
+            heads_key, size_key, expand_key = self.inner_width_tie
+            text = text_config(config)
+            size, expand, hidden = getattr(text, size_key), getattr(text, expand_key), sizes["hidden_size"]
+            if sizes[heads_key] * size != expand * hidden:
+                allowed = f"{expand * hidden // size}" if expand * hidden % size == 0 else "none"
+                raise ValueError(
+                    f"{heads_key}={sizes[heads_key]} with hidden_size={hidden} is invalid for "
+                    f"{self.model_types[0]}: its config requires {heads_key} * {size_key} ({size}) == {expand_key} "
+                    f"({expand}) * hidden_size, so allowed {heads_key}={allowed} for hidden_size={hidden} "
+                    "(Mamba heads are pruned only with the hidden size, in proportion)"
                 )
         if not self.heads_span_hidden:
             return
