@@ -27,6 +27,7 @@ _SIZE_FIELDS = (
     "num_hidden_layers",
     "mamba_num_heads",
     "mamba_n_heads",
+    "shared_intermediate_size",
 )
 
 
@@ -50,6 +51,7 @@ class PruningConfig:
             same in every Mamba layer; a multiple of the model's `n_groups`, which is kept.
         mamba_n_heads (`int`, *optional*): The same for the families that call it `mamba_n_heads` (Bamba), where
             the config ties it to the hidden size (`mamba_n_heads * mamba_d_head == mamba_expand * hidden_size`).
+        shared_intermediate_size (`int`, *optional*): New width of Granite 4's shared MLP, in every layer.
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
         layers_to_drop (`list[int]`, *optional*): Explicit layer indices to drop (alternative to
             `num_hidden_layers`).
@@ -78,6 +80,7 @@ class PruningConfig:
     num_hidden_layers: int | None = field(default=None, metadata={"help": "New number of layers."})
     mamba_num_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (hybrids)."})
     mamba_n_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (Bamba)."})
+    shared_intermediate_size: int | None = field(default=None, metadata={"help": "New shared MLP width."})
     layers_to_drop: list[int] | None = field(
         default=None, metadata={"help": "Explicit layer indices to drop."}
     )

@@ -214,17 +214,23 @@ def test_parameter_budget_is_refused_naming_the_pattern(arch):
         prune_model(model, PruningConfig(target_params=50_000, importance="activation"))
 
 
-# ---------------------------------------------------------------- Bamba: Mamba width tied to the hidden size
-BAMBA_PATTERN = [MAMBA, ATTENTION, MAMBA, MAMBA, ATTENTION]  # attn_layer_indices [1, 4]
+# ------------------------------------------------- Bamba, Granite 4: Mamba width tied to the hidden size
+BAMBA_PATTERN = [MAMBA, ATTENTION, MAMBA, MAMBA, ATTENTION]  # bamba: attn_layer_indices [1, 4]
+TIED = {
+    "bamba": ("feed_forward", "down_proj", "intermediate_size"),
+    "granitemoehybrid": ("shared_mlp", "output_linear", "shared_intermediate_size"),
+}
 
 
+@pytest.mark.parametrize("arch", sorted(TIED))
 @pytest.mark.parametrize("dead", [0, 1], ids=[MAMBA, ATTENTION])
-def test_bamba_dead_layer_ranks_last_and_dropping_it_remaps_attn_layer_indices(dead):
-    model = tiny_model("bamba")
+def test_tied_dead_layer_ranks_last_and_dropping_it_keeps_the_pattern(arch, dead):
+    model = tiny_model(arch)
     layer = model.model.layers[dead]
+    mlp, writer, _ = TIED[arch]
     with torch.no_grad():
         (layer.mamba.out_proj if dead == 0 else layer.self_attn.o_proj).weight.zero_()
-        layer.feed_forward.down_proj.weight.zero_()
+        getattr(getattr(layer, mlp), writer).weight.zero_()
     batch = random_batches(n=1, seed=1)[0]
     before = _logits(model, batch)
     target = PruningConfig(num_hidden_layers=4, importance="activation")
@@ -234,7 +240,8 @@ def test_bamba_dead_layer_ranks_last_and_dropping_it_remaps_attn_layer_indices(d
     torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
     expected = BAMBA_PATTERN[:dead] + BAMBA_PATTERN[dead + 1 :]
     assert model.config.layers_block_type == expected
-    assert model.config.attn_layer_indices == [i for i, k in enumerate(expected) if k == ATTENTION]
+    if arch == "bamba":
+        assert model.config.attn_layer_indices == [i for i, k in enumerate(expected) if k == ATTENTION]
     mixers = [
         layer.mamba if k == MAMBA else layer.self_attn for layer, k in zip(model.model.layers, expected)
     ]
@@ -242,12 +249,14 @@ def test_bamba_dead_layer_ranks_last_and_dropping_it_remaps_attn_layer_indices(d
     assert model.generate(batch["input_ids"][:1, :5], max_new_tokens=3, do_sample=False).shape[1] == 8
 
 
-def test_bamba_mamba_heads_go_with_the_hidden_size(tmp_path):
+@pytest.mark.parametrize("arch", sorted(TIED))
+def test_tied_mamba_heads_go_with_the_hidden_size(arch, tmp_path):
     """The config ties mamba_n_heads * mamba_d_head to mamba_expand * hidden_size: alone it is refused before
     surgery naming both; with the hidden size in proportion a dead head ranks last and the shape reloads."""
-    model = tiny_model("bamba")
+    model = tiny_model(arch)
     kill_mamba_heads(model, heads=(1, 9))
-    target = PruningConfig(hidden_size=48, mamba_n_heads=12, intermediate_size=96, importance="activation")
+    mlp_key = TIED[arch][2]
+    target = PruningConfig(hidden_size=48, mamba_n_heads=12, importance="activation", **{mlp_key: 96})
     scores = estimate_importance(model, random_batches(), target)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     for bad, match in (
@@ -271,7 +280,14 @@ def test_bamba_mamba_heads_go_with_the_hidden_size(tmp_path):
         k: v.shape for k, v in model.state_dict().items()
     }
     batch = random_batches(n=1, seed=1)[0]
-    model.save_pretrained(tmp_path / "bamba")
-    torch.save({"batch": batch, "logits": _logits(model, batch)}, tmp_path / "bamba" / "expected.pt")
-    report = reload_in_fresh_process([tmp_path / "bamba"])["bamba"]
+    assert getattr(model.config, mlp_key) == 96 and model.config.mamba_n_heads == 12
+    model.save_pretrained(tmp_path / arch)
+    torch.save({"batch": batch, "logits": _logits(model, batch)}, tmp_path / arch / "expected.pt")
+    report = reload_in_fresh_process([tmp_path / arch])[arch]
     assert report["err"] < 1e-5 and report["gen"] == 7
+
+
+def test_granite_routed_experts_are_refused_naming_the_field():
+    model = tiny_model("granitemoehybrid", num_local_experts=4, num_experts_per_tok=2, intermediate_size=32)
+    with pytest.raises(ValueError, match=r"num_local_experts=4 is not supported yet .* allowed 0"):
+        prune_model(model, PruningConfig(layers_to_drop=[2], importance="activation"))

@@ -88,6 +88,30 @@ HYBRID_OVERRIDES: dict[str, dict] = {
         rms_norm_eps=1e-20,
         tie_word_embeddings=False,
     ),
+    # dense Granite 4 (no routed experts), the same Mamba shape as bamba, its own multipliers
+    "granitemoehybrid": dict(
+        num_hidden_layers=5,
+        layer_types=[
+            "linear_attention",
+            "full_attention",
+            "linear_attention",
+            "linear_attention",
+            "full_attention",
+        ],
+        num_local_experts=0,
+        shared_intermediate_size=128,
+        mamba_n_heads=16,
+        mamba_d_head=8,
+        mamba_n_groups=2,
+        mamba_d_state=16,
+        mamba_chunk_size=8,
+        rms_norm_eps=1e-20,
+        embedding_multiplier=2.0,
+        residual_multiplier=0.5,
+        attention_multiplier=0.2,
+        logits_scaling=4.0,
+        position_embedding_type="rope",
+    ),
 }
 
 ARCHITECTURES = sorted(ARCH_OVERRIDES)

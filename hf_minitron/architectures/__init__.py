@@ -7,6 +7,7 @@ from hf_minitron.architectures import (  # noqa: F401
     dense,
     gemma,
     glm,
+    granitemoehybrid,
     llama,
     mistral,
     nemotron,

@@ -58,6 +58,8 @@ class ArchitectureSpec:
         inner_width_tie (`tuple[str, str, str]`, *optional*): (heads key, head size key, expansion key) when the
             config class requires heads x head size == expansion x `hidden_size` (Bamba, Granite 4's Mamba width):
             the heads are then pruned only with the hidden size, in proportion.
+        unsupported_nonzero_keys (`tuple[str, ...]`, defaults to `()`): Config keys whose non-zero value means a
+            part the groups do not describe (Granite 4's routed experts): such a model is refused before surgery.
         notes (`str`): Anything else worth knowing (kept in one place rather than in code branches).
     """
 
@@ -80,6 +82,7 @@ class ArchitectureSpec:
     supported_layer_kinds: tuple[str, ...] = ()
     fixed_keys: tuple[str, ...] = ()
     inner_width_tie: tuple[str, str, str] | None = None
+    unsupported_nonzero_keys: tuple[str, ...] = ()
     notes: str = ""
 
     # ------------------------------------------------------------------ accessors
@@ -128,7 +131,15 @@ class ArchitectureSpec:
         return list(pattern)
 
     def check_layer_kinds(self, config) -> None:
-        """`ValueError` naming the pattern field when a layer has a kind the groups do not describe."""
+        """`ValueError` naming the pattern field when a layer has a kind the groups do not describe (or the field
+        of another part they do not describe)."""
+        for key in self.unsupported_nonzero_keys:
+            value = getattr(text_config(config), key, None)
+            if value:
+                raise ValueError(
+                    f"{key}={value} is not supported yet for {self.model_types[0]}: allowed 0 (this part is not "
+                    "described by its dimension groups)"
+                )
         kinds = self.layer_kinds(config)
         if kinds is None or not self.supported_layer_kinds:
             return
