@@ -73,10 +73,11 @@ def batches_for(args):
     return out
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
+def timed(fn) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds): CPU time is less disturbed by other jobs on a shared machine."""
+    start, cpu = time.perf_counter(), time.process_time()
     fn()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def plain(model, batches, **kw):
@@ -132,11 +133,15 @@ def main(argv=None) -> dict:
     for fn in runs.values():  # warm-up (lazy initialisation, allocator)
         fn()
     times = {k: [] for k in runs}
+    cpu = {k: [] for k in runs}
     for _ in range(args.repeats):
         for name, fn in runs.items():
-            times[name].append(timed(fn))
+            wall, used = timed(fn)
+            times[name].append(wall)
+            cpu[name].append(used)
     medians = {k: statistics.median(v) for k, v in times.items()}
     ratios = [i / t for i, t in zip(times["importance"], times["plain_trunk"])]
+    cpu_ratios = [i / t for i, t in zip(cpu["importance"], cpu["plain_trunk"])]
     result = {
         "machine": f"CPU, torch threads={args.threads}",
         "model": {
@@ -155,8 +160,12 @@ def main(argv=None) -> dict:
         "repeats": args.repeats,
         "seconds_median": medians,
         "times": times,
+        "cpu_seconds_median": {k: statistics.median(v) for k, v in cpu.items()},
         "importance_over_plain_trunk_median": statistics.median(ratios),
         "importance_over_plain_trunk_runs": ratios,
+        "importance_over_plain_trunk_cpu_median": statistics.median(cpu_ratios),
+        "importance_over_plain_trunk_cpu_runs": cpu_ratios,
+        "load_average_1min": os.getloadavg()[0],
         "nemotron_h_8b_to_4b_widths": published_shapes(),
     }
     print(json.dumps(result, indent=2))

@@ -291,3 +291,18 @@ def test_granite_routed_experts_are_refused_naming_the_field():
     model = tiny_model("granitemoehybrid", num_local_experts=4, num_experts_per_tok=2, intermediate_size=32)
     with pytest.raises(ValueError, match=r"num_local_experts=4 is not supported yet .* allowed 0"):
         prune_model(model, PruningConfig(layers_to_drop=[2], importance="activation"))
+
+
+def test_depth_by_scores_keeps_an_attention_layer():
+    from hf_minitron.importance import ImportanceScores
+
+    model = tiny_model("nemotron_h")
+    scores = ImportanceScores(layers=torch.tensor([5.0, 0.0, 5.0, 5.0, 5.0, 0.0]), metadata={})
+    with pytest.raises(
+        ValueError, match=r"num_hidden_layers=4 is invalid with these scores: they drop every full"
+    ):
+        prune_model(model, PruningConfig(num_hidden_layers=4, importance="activation"), scores)
+    prune_model(
+        model, PruningConfig(layers_to_drop=[1, 5], importance="activation")
+    )  # named explicitly: allowed
+    assert ATTENTION not in model.config.layers_block_type
