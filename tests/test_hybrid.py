@@ -306,3 +306,20 @@ def test_depth_by_scores_keeps_an_attention_layer():
         model, PruningConfig(layers_to_drop=[1, 5], importance="activation")
     )  # named explicitly: allowed
     assert ATTENTION not in model.config.layers_block_type
+
+
+def test_granite_dead_shared_mlp_neurons_rank_last_and_pruning_them_is_exact():
+    """The shared MLP's fused [gate | up] `input_linear`: zero up rows kill the neurons; cut segment by segment."""
+    model = tiny_model("granitemoehybrid")
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.shared_mlp.input_linear.weight[128 + DEAD_NEURONS] = 0
+    batch = random_batches(n=1, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(shared_intermediate_size=96, importance="activation")
+    scores = estimate_importance(model, random_batches(), target)
+    assert (scores.neurons[:, DEAD_NEURONS] == 0).all() and (scores.neurons.sum(1) > 0).all()
+    prune_model(model, target, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    assert all(layer.shared_mlp.hidden_size == 96 for layer in model.model.layers)
+    assert model.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3, do_sample=False).shape[1] == 6
