@@ -9,6 +9,7 @@ The scores are random (this measures surgery, not calibration). Prints JSON.
 
     python benchmarks/bench_prune_memory.py [--hidden 2048 --layers 16 --intermediate 8192]
     python benchmarks/bench_prune_memory.py --model-type phi3   # fused qkv_proj / gate_up_proj
+    python benchmarks/bench_prune_memory.py --model-type nemotron_h --layers 52 --config-json '{...}'  # hybrid
 """
 
 from __future__ import annotations
@@ -51,8 +52,7 @@ def child(args) -> dict:
     from hf_minitron import ImportanceScores, PruningConfig, prune_model
 
     rss_empty = _status_kib("VmRSS") * 1024
-    config = AutoConfig.for_model(
-        args.model_type,
+    sizes = dict(
         vocab_size=args.vocab,
         hidden_size=args.hidden,
         intermediate_size=args.intermediate,
@@ -65,6 +65,7 @@ def child(args) -> dict:
         eos_token_id=2,
         tie_word_embeddings=args.tied,
     )
+    config = AutoConfig.for_model(args.model_type, **{**sizes, **json.loads(args.config_json)})
     start = time.perf_counter()
     with no_init_weights():  # skip the slow default init: allocate, then a cheap fill
         model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -109,6 +110,7 @@ def child(args) -> dict:
             "vocab": args.vocab,
             "tied": args.tied,
             "dtype": "bfloat16",
+            "extra_config": json.loads(args.config_json),
         },
         "target": {
             k: v
@@ -142,6 +144,11 @@ def main(argv=None) -> dict:
     p.add_argument("--kv-heads", type=int, default=8)
     p.add_argument("--tied", action="store_true")
     p.add_argument("--prune-heads", action="store_true", help="also drop half the KV groups (fused qkv rows)")
+    p.add_argument(
+        "--config-json",
+        default="{}",
+        help="extra config fields as JSON (a hybrid's layers_block_type, Mamba sizes)",
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)

@@ -31,6 +31,9 @@ _SIZE_FIELDS = (
     "moe_intermediate_size",
     "shared_expert_intermediate_size",
     "intermediate_size_mlp",
+    "mamba_num_heads",
+    "mamba_n_heads",
+    "shared_intermediate_size",
 )
 
 
@@ -50,6 +53,11 @@ class PruningConfig:
         num_attention_heads (`int`, *optional*): New number of query heads; a multiple of the KV heads.
         num_key_value_heads (`int`, *optional*): New number of KV groups; whole groups are dropped with their
             query heads. For GQA models it defaults to the current count; for MHA models to `num_attention_heads`.
+        mamba_num_heads (`int`, *optional*): New number of Mamba-2 SSM heads of a hybrid model (Nemotron-H), the
+            same in every Mamba layer; a multiple of the model's `n_groups`, which is kept.
+        mamba_n_heads (`int`, *optional*): The same for the families that call it `mamba_n_heads` (Bamba), where
+            the config ties it to the hidden size (`mamba_n_heads * mamba_d_head == mamba_expand * hidden_size`).
+        shared_intermediate_size (`int`, *optional*): New width of Granite 4's shared MLP, in every layer.
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
         num_experts, num_local_experts (`int`, *optional*): New number of experts in every MoE layer (the family's
             key: `num_experts` for Qwen-MoE and OLMoE, `num_local_experts` for Mixtral and gpt-oss); at least
@@ -105,6 +113,9 @@ class PruningConfig:
     intermediate_size_mlp: int | None = field(
         default=None, metadata={"help": "New width of the dense layers' MLP (Llama 4)."}
     )
+    mamba_num_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (hybrids)."})
+    mamba_n_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (Bamba)."})
+    shared_intermediate_size: int | None = field(default=None, metadata={"help": "New shared MLP width."})
     layers_to_drop: list[int] | None = field(
         default=None, metadata={"help": "Explicit layer indices to drop."}
     )

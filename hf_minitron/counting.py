@@ -239,6 +239,13 @@ _COST_MODELS: dict[str, CostModel] = {}
 
 def cost_model(model_config) -> CostModel:
     """A `CostModel` for this config, cached by the config's content."""
+    spec = get_spec(model_config)
+    if spec.layer_kind_key is not None:  # the fit assumes identical layers; a hybrid's depth changes its mix
+        raise ValueError(
+            f"target_params (and the architecture search) for model_type={model_config.model_type!r} is "
+            f"not supported yet: its layers differ by kind ({spec.layer_kind_key}); allowed explicit sizes "
+            f"({', '.join(spec.size_keys)})"
+        )
     key = model_config.to_json_string(use_diff=False)
     if key not in _COST_MODELS:
         _COST_MODELS[key] = CostModel(copy.deepcopy(model_config))

@@ -8,19 +8,19 @@ import pathlib
 
 import pytest
 import torch
-from tiny_models import ARCHITECTURES, MOE, tiny_config, tiny_model
+from tiny_models import ARCHITECTURES, HYBRID, MOE, tiny_config, tiny_model
 
 import hf_minitron
 from hf_minitron.architectures import get_spec, supported_model_types
-from hf_minitron.architectures.dimensions import expand, index_counts, rows_of
+from hf_minitron.architectures.dimensions import applies, expand, index_counts, rows_of
 from hf_minitron.architectures.spec import text_config
 
 
 def test_registry_covers_the_tiny_model_families():
-    assert sorted(supported_model_types()) == sorted(ARCHITECTURES + MOE)
+    assert sorted(supported_model_types()) == sorted(ARCHITECTURES + MOE + HYBRID)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES + MOE)
+@pytest.mark.parametrize("arch", ARCHITECTURES + MOE + HYBRID)
 def test_every_declared_slice_matches_a_parameter_of_that_size(arch):
     """Each slice's segments add up to the tensor dim it cuts: a renamed or re-laid-out module is caught."""
     model = tiny_model(arch)
@@ -32,13 +32,18 @@ def test_every_declared_slice_matches_a_parameter_of_that_size(arch):
     assert spec.lm_head(model) is model.get_output_embeddings()
     assert spec.embed(model) is model.get_input_embeddings()
     named = dict(model.named_parameters(remove_duplicate=False))
+    kinds = spec.layer_kinds(model.config)
     for group in spec.groups:
         counts = index_counts(group, shape)
         found = set()
-        roots = [f"{spec.layers_path}.{i}." for i in range(len(layers))] if group.scope == "layer" else [""]
+        roots = [""]
+        if group.scope == "layer":
+            own = [i for i in range(len(layers)) if kinds is None or applies(group.layer_kinds, kinds[i])]
+            assert own, f"{arch}: {group.name} lives in no layer of the tiny model"
+            roots = [f"{spec.layers_path}.{i}." for i in own]
         for root in roots:
             for s in group.slices:
-                for path in expand(s.path, len(layers)):
+                for path in expand(s.path, len(layers), kinds, s.layer_kinds):
                     param = named.get(root + path)
                     if param is None:
                         assert path.endswith(".bias") or s.optional, (
@@ -51,17 +56,17 @@ def test_every_declared_slice_matches_a_parameter_of_that_size(arch):
                     if s.block_dim is not None:
                         assert param.shape[s.block_dim] == shape[group.within], (arch, root + path)
             for path in group.observe.modules:
-                for p in expand(path, len(layers)):
+                for p in expand(path, len(layers), kinds):
                     if not group.observe.optional:
                         model.get_submodule(root + p)
         # an optional slice is still a parameter somewhere (a renamed expert tensor is caught)
         missing = [s.path for s in group.slices if s not in found and not s.path.endswith("bias")]
         assert not missing, (arch, missing)
-    for path in spec.module_paths(len(layers)):
+    for path in spec.module_paths(len(layers), kinds):
         model.get_submodule(path)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", ARCHITECTURES + MOE + HYBRID)
 def test_spec_numerics_match_the_model(arch):
     model = tiny_model(arch)
     spec = get_spec(model)
@@ -82,7 +87,7 @@ def test_spec_numerics_match_the_model(arch):
     assert ratio == pytest.approx(expected, rel=1e-3)
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES + MOE)
+@pytest.mark.parametrize("arch", ARCHITECTURES + MOE + HYBRID)
 def test_config_fields_named_in_spec_exist(arch):
     config = text_config(tiny_config(arch))
     spec = get_spec(tiny_config(arch))

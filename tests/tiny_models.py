@@ -61,14 +61,68 @@ ARCH_OVERRIDES: dict[str, dict] = {
     "mistral3": dict(vision=dict(image_size=28, patch_size=14, head_dim=16), text_model_type="ministral3"),
 }
 
+# Hybrid families (layers of different kinds from a pattern key): the dense matrix does not apply, see test_hybrid.py.
+HYBRID_PATTERN = ["linear_attention", "full_attention", "mlp", "linear_attention", "mlp", "full_attention"]
+HYBRID_OVERRIDES: dict[str, dict] = {
+    # 12 Mamba heads in 2 groups (not 8: distinct from the attention heads)
+    "nemotron_h": dict(
+        num_hidden_layers=len(HYBRID_PATTERN),
+        layers_block_type=HYBRID_PATTERN,
+        mamba_num_heads=12,
+        mamba_head_dim=8,
+        n_groups=2,
+        ssm_state_size=16,
+        chunk_size=8,
+        layer_norm_epsilon=1e-20,  # the gated norm sees variances ~1e-8 at init: keep eps negligible
+        tie_word_embeddings=False,
+    ),
+    # mamba_n_heads * mamba_d_head == mamba_expand * hidden_size (2 * 64), 16 heads in 2 groups
+    "bamba": dict(
+        num_hidden_layers=5,
+        attn_layer_indices=[1, 4],
+        mamba_n_heads=16,
+        mamba_d_head=8,
+        mamba_n_groups=2,
+        mamba_d_state=16,
+        mamba_chunk_size=8,
+        rms_norm_eps=1e-20,
+        tie_word_embeddings=False,
+    ),
+    # dense Granite 4 (no routed experts), the same Mamba shape as bamba, its own multipliers
+    "granitemoehybrid": dict(
+        num_hidden_layers=5,
+        layer_types=[
+            "linear_attention",
+            "full_attention",
+            "linear_attention",
+            "linear_attention",
+            "full_attention",
+        ],
+        num_local_experts=0,
+        shared_intermediate_size=128,
+        mamba_n_heads=16,
+        mamba_d_head=8,
+        mamba_n_groups=2,
+        mamba_d_state=16,
+        mamba_chunk_size=8,
+        rms_norm_eps=1e-20,
+        embedding_multiplier=2.0,
+        residual_multiplier=0.5,
+        attention_multiplier=0.2,
+        logits_scaling=4.0,
+        position_embedding_type="rope",
+    ),
+}
+
 ARCHITECTURES = sorted(ARCH_OVERRIDES)
+HYBRID = sorted(HYBRID_OVERRIDES)
 COMPOSITE = sorted(k for k, v in ARCH_OVERRIDES.items() if "vision" in v)
 _VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
 
 
 def tiny_config(model_type: str, **overrides):
     """Config of a tiny model of this family; overrides win over the defaults (in the text part)."""
-    extra = dict({**ARCH_OVERRIDES, **MOE_OVERRIDES}[model_type])
+    extra = dict({**ARCH_OVERRIDES, **MOE_OVERRIDES, **HYBRID_OVERRIDES}[model_type])
     if "vision" not in extra:
         return AutoConfig.for_model(model_type, **{**BASE, **extra, **overrides})
     vision = {**_VISION, **extra.pop("vision")}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from hf_minitron.architectures import (  # noqa: F401
+    bamba,
     dense,
     gemma,
     glm,
+    granitemoehybrid,
     llama,
     mistral,
     moe,
     nemotron,
+    nemotron_h,
     olmo,
     phi,
     qwen,

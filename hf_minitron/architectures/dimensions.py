@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -48,6 +49,8 @@ class TensorSlice:
             model's dense layers, the experts of its sparse ones); missing elsewhere is not an error.
         block_dim (`int`, *optional*): The tensor is a stack of blocks (experts) along this dim and a group with
             `within` keeps different units in each block (`[E, 2I, H]` expert weights: dim 1, block_dim 0).
+        layer_kinds (`tuple[str, ...]`, defaults to `()`): For a `*` path in a hybrid model: only the layers of
+            these kinds (entries of the spec's layer pattern) have it; empty = every layer.
     """
 
     path: str
@@ -57,6 +60,7 @@ class TensorSlice:
     rms_width: bool = False
     optional: bool = False
     block_dim: int | None = None
+    layer_kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,12 @@ class DimensionGroup:
         within (`str`, *optional*): A config key counting blocks (`num_experts`) inside which units are ranked and
             kept separately (expert neurons): scores are `[layers, blocks, units]`, the same count in every block.
         lower_bound (`str`, *optional*): A config key the new size may not go below (`num_experts_per_tok`).
+        layer_kinds (`tuple[str, ...]`, defaults to `()`): A per-layer group of a hybrid model lives only in the
+            layers of these kinds (entries of the spec's layer pattern: Mamba heads in Mamba layers); empty =
+            every layer. Its score rows for other layers are zeros and never used.
+        module_attributes (`tuple[tuple[str, str, Callable], ...]`, defaults to `()`): Sizes a module caches from
+            the config, as (module path relative to the layer, attribute, function of the pruned text config),
+            rewritten after pruning in the layers this group lives in (a Mamba mixer's `conv_dim`).
     """
 
     name: str
@@ -116,6 +126,8 @@ class DimensionGroup:
     search_ratio_of: str | None = None
     within: str | None = None
     lower_bound: str | None = None
+    layer_kinds: tuple[str, ...] = ()
+    module_attributes: tuple[tuple[str, str, Callable], ...] = ()
 
     @property
     def key(self) -> str:
@@ -140,9 +152,19 @@ def rows_of(rows: Rows, config) -> int:
     return int(value)
 
 
-def expand(path: str, num_layers: int) -> list[str]:
-    """A slice or observation path with `*` replaced by every layer index."""
-    return [path.replace("*", str(i)) for i in range(num_layers)] if "*" in path else [path]
+def applies(layer_kinds: tuple[str, ...], kind: str | None) -> bool:
+    """Whether a group or slice declared for `layer_kinds` (empty: every layer) lives in a layer of `kind`."""
+    return not layer_kinds or kind in layer_kinds
+
+
+def expand(
+    path: str, num_layers: int, kinds: list[str] | None = None, only: tuple[str, ...] = ()
+) -> list[str]:
+    """A slice or observation path with `*` replaced by every layer index (with `kinds`, the kind of each layer,
+    only the layers whose kind is in `only`, when `only` is not empty)."""
+    if "*" not in path:
+        return [path]
+    return [path.replace("*", str(i)) for i in range(num_layers) if kinds is None or applies(only, kinds[i])]
 
 
 def index_counts(group: DimensionGroup, values: dict[str, int]) -> dict[str, int]:

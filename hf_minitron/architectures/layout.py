@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from hf_minitron.architectures.dimensions import DimensionGroup, Observation, Segment, TensorSlice
 
 HEAD = "head_dim"
@@ -143,3 +145,26 @@ def decoder_groups(
         ),
     )
     return (neurons, heads, channels)
+
+
+def with_layer_kinds(
+    groups: tuple[DimensionGroup, ...], kinds_of: dict[str, tuple[str, ...]]
+) -> tuple[DimensionGroup, ...]:
+    """The groups of a hybrid model whose layers have one mixer each: a per-layer group, or a `*` slice of a
+    model-wide group, whose module path (relative to a layer) starts with a key of `kinds_of` lives only in the
+    layers of those kinds (the mixer names of each kind are distinct)."""
+
+    def kinds(path: str) -> tuple[str, ...]:
+        return next((v for k, v in kinds_of.items() if path.startswith(k + ".")), ())
+
+    out = []
+    for group in groups:
+        if group.scope == "layer":
+            out.append(replace(group, layer_kinds=group.layer_kinds or kinds(group.slices[0].path)))
+            continue
+        slices = tuple(
+            replace(s, layer_kinds=s.layer_kinds or kinds(s.path.split("*.", 1)[1])) if "*." in s.path else s
+            for s in group.slices
+        )
+        out.append(replace(group, slices=slices))
+    return tuple(out)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from hf_minitron.architectures.dimensions import DimensionGroup
+from hf_minitron.architectures.dimensions import DimensionGroup, applies, expand
 from hf_minitron.architectures.layout import decoder_groups
 
 _REGISTRY: dict[str, ArchitectureSpec] = {}
@@ -54,6 +54,18 @@ class ArchitectureSpec:
             describe which kept layer is which kind when the family derives it from the index (Qwen-MoE's
             `decoder_sparse_step`), written with the pruned sizes.
         auto_class (`str`): The transformers Auto class that loads the whole checkpoint.
+        layer_kind_key (`str`, *optional*): A hybrid model's config pattern of layer kinds (a list with one entry
+            per layer, or a string with one character per layer); groups and slices with `layer_kinds` apply only
+            to the layers of those kinds. Depth pruning slices it like the other per-layer lists.
+        supported_layer_kinds (`tuple[str, ...]`, defaults to `()`): The layer kinds the groups describe; a model
+            with another kind is refused before surgery (empty: no check).
+        fixed_keys (`tuple[str, ...]`, defaults to `()`): Config keys of a group that must keep their value
+            (Mamba-2 `n_groups`: the grouped norm and B/C stay whole).
+        inner_width_tie (`tuple[str, str, str]`, *optional*): (heads key, head size key, expansion key) when the
+            config class requires heads x head size == expansion x `hidden_size` (Bamba, Granite 4's Mamba width):
+            the heads are then pruned only with the hidden size, in proportion.
+        unsupported_nonzero_keys (`tuple[str, ...]`, defaults to `()`): Config keys whose non-zero value means a
+            part the groups do not describe (Granite 4's routed experts): such a model is refused before surgery.
         notes (`str`): Anything else worth knowing (kept in one place rather than in code branches).
     """
 
@@ -74,6 +86,11 @@ class ArchitectureSpec:
     module_size_attributes: tuple[tuple[str, str], ...] = ()
     layer_pattern_values: Callable | None = None
     auto_class: str = "AutoModelForCausalLM"
+    layer_kind_key: str | None = None
+    supported_layer_kinds: tuple[str, ...] = ()
+    fixed_keys: tuple[str, ...] = ()
+    inner_width_tie: tuple[str, str, str] | None = None
+    unsupported_nonzero_keys: tuple[str, ...] = ()
     notes: str = ""
 
     # ------------------------------------------------------------------ accessors
@@ -117,8 +134,55 @@ class ArchitectureSpec:
                 shape[group.lower_bound] = int(getattr(text, group.lower_bound))
         return shape
 
+    def layer_kinds(self, config) -> list[str] | None:
+        """The kind of every layer (a hybrid model's pattern), or `None` when all layers are alike."""
+        if self.layer_kind_key is None:
+            return None
+        pattern = getattr(text_config(config), self.layer_kind_key)
+        return list(pattern)
+
+    def check_layer_kinds(self, config) -> None:
+        """`ValueError` naming the pattern field when a layer has a kind the groups do not describe (or the field
+        of another part they do not describe)."""
+        for key in self.unsupported_nonzero_keys:
+            value = getattr(text_config(config), key, None)
+            if value:
+                raise ValueError(
+                    f"{key}={value} is not supported yet for {self.model_types[0]}: allowed 0 (this part is not "
+                    "described by its dimension groups)"
+                )
+        kinds = self.layer_kinds(config)
+        if kinds is None or not self.supported_layer_kinds:
+            return
+        other = sorted(set(kinds) - set(self.supported_layer_kinds))
+        if other:
+            raise ValueError(
+                f"{self.layer_kind_key} contains {other}, which hf-minitron cannot prune yet for "
+                f"{self.model_types[0]}: allowed layer kinds {list(self.supported_layer_kinds)}"
+            )
+
     def check_sizes(self, config, sizes: dict[str, int]) -> None:
         """`ValueError` naming the field when `sizes` break a constraint the modeling code assumes silently."""
+        self.check_layer_kinds(config)
+        current = self.shape(config)
+        for key in self.fixed_keys:
+            if key in sizes and sizes[key] != current.get(key):
+                raise ValueError(
+                    f"{key}={sizes[key]} is invalid for {self.model_types[0]}: allowed {current.get(key)} "
+                    "(kept whole: only the units within each group are pruned)"
+                )
+        if self.inner_width_tie is not None:
+            heads_key, size_key, expand_key = self.inner_width_tie
+            text = text_config(config)
+            size, expand, hidden = getattr(text, size_key), getattr(text, expand_key), sizes["hidden_size"]
+            if sizes[heads_key] * size != expand * hidden:
+                allowed = f"{expand * hidden // size}" if expand * hidden % size == 0 else "none"
+                raise ValueError(
+                    f"{heads_key}={sizes[heads_key]} with hidden_size={hidden} is invalid for "
+                    f"{self.model_types[0]}: its config requires {heads_key} * {size_key} ({size}) == {expand_key} "
+                    f"({expand}) * hidden_size, so allowed {heads_key}={allowed} for hidden_size={hidden} "
+                    "(Mamba heads are pruned only with the hidden size, in proportion)"
+                )
         if not self.heads_span_hidden:
             return
         head_dim = self.shape(config)["head_dim"]
@@ -130,8 +194,8 @@ class ArchitectureSpec:
                 f"hidden_size (e.g. num_attention_heads={hidden // head_dim} for hidden_size={hidden // head_dim * head_dim})"
             )
 
-    def module_paths(self, num_layers: int) -> list[str]:
-        """Every module path this spec relies on, for a model with `num_layers` layers."""
+    def module_paths(self, num_layers: int, kinds: list[str] | None = None) -> list[str]:
+        """Every module path this spec relies on, for a model with `num_layers` layers (of `kinds`, if hybrid)."""
         paths = [self.layers_path, self.embed_path, self.final_norm_path, self.lm_head_path]
         for group in self.groups:
             for s in group.slices:
@@ -139,13 +203,13 @@ class ArchitectureSpec:
                     continue
                 module = s.path.rsplit(".", 1)[0]
                 if group.scope == "layer":
-                    paths += [f"{self.layers_path}.{i}.{module}" for i in range(num_layers)]
+                    paths += [
+                        f"{self.layers_path}.{i}.{module}"
+                        for i in range(num_layers)
+                        if kinds is None or applies(group.layer_kinds, kinds[i])
+                    ]
                 else:
-                    paths += (
-                        [module.replace("*", str(i)) for i in range(num_layers)]
-                        if "*" in module
-                        else [module]
-                    )
+                    paths += expand(module, num_layers, kinds, s.layer_kinds)
         return list(dict.fromkeys(paths))
 
     def model_class(self):

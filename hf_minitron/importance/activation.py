@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_minitron.architectures import ArchitectureSpec
-from hf_minitron.architectures.dimensions import expand, rows_of, unit_shape
+from hf_minitron.architectures.dimensions import applies, expand, rows_of, unit_shape
 from hf_minitron.architectures.spec import text_config
 from hf_minitron.importance.experts import ExpertStatistic, observed_experts_forward
 from hf_minitron.importance.hooks import (
@@ -47,18 +47,22 @@ class ActivationObserver:
         layers = spec.layers(model)
         self._shape = spec.shape(model.config)
         config = text_config(model.config)
+        kinds = spec.layer_kinds(model.config)
         # (module, statistic, entries per unit) to hook; statistics grouped per group and per layer (or model)
         self._plan: list[tuple[nn.Module, SampleStatistic, int, str]] = []
         self._stats: dict[str, list[list[SampleStatistic]]] = {}
         self._experts: dict[nn.Module, ExpertStatistic] = {}  # one per experts module, shared by its groups
+        self._rows_of_layers: dict[str, list[int]] = {}  # a hybrid group's layers (the others score zeros)
         for group in spec.groups:
             if group.name not in names:
                 continue
             rows, at = rows_of(group.observe.rows, config), group.observe.at
             if group.scope == "layer":
-                roots = [(layer, list(group.observe.modules)) for layer in layers]
+                own = [i for i in range(len(layers)) if kinds is None or applies(group.layer_kinds, kinds[i])]
+                self._rows_of_layers[group.name] = own
+                roots = [(layers[i], list(group.observe.modules)) for i in own]
             else:
-                paths = [q for p in group.observe.modules for q in expand(p, len(layers))]
+                paths = [q for p in group.observe.modules for q in expand(p, len(layers), kinds)]
                 roots = [(model, paths)]
             self._stats[group.name] = []
             for root, paths in roots:
@@ -135,6 +139,7 @@ class ActivationObserver:
     # ------------------------------------------------------------------ results
     def results(self, batch_aggregation: str) -> dict[str, torch.Tensor]:
         out = {}
+        n_layers = len(self.spec.layers(self.model))
         for name, per_root in self._stats.items():
             group = self.spec.group(name)
             summed = [
@@ -143,7 +148,16 @@ class ActivationObserver:
                 else torch.zeros(unit_shape(group, self._shape))  # a layer without this module
                 for stats in per_root
             ]
-            out[name] = torch.stack(summed) if group.scope == "layer" else summed[0]
+            if group.scope != "layer":
+                out[name] = summed[0]
+                continue
+            own = self._rows_of_layers[name]
+            if len(own) == n_layers:
+                out[name] = torch.stack(summed)
+            else:  # a hybrid group: zero rows for the layers of other kinds
+                out[name] = torch.zeros(n_layers, *unit_shape(group, self._shape))
+                for i, row in zip(own, summed):
+                    out[name][i] = row
         if self.blocks:
             out["layers"] = torch.tensor([b.result() for b in self.blocks], dtype=torch.float32)
         return out

@@ -6,16 +6,16 @@ import torch
 from torch import nn
 
 from hf_minitron.architectures import get_spec
-from hf_minitron.architectures.dimensions import expand, index_counts, per_unit, to_units, unit_shape
+from hf_minitron.architectures.dimensions import applies, expand, index_counts, per_unit, to_units, unit_shape
 from hf_minitron.architectures.spec import text_config
 from hf_minitron.importance.scores import ImportanceScores
 from hf_minitron.importance.taylor import along, resolve
 
 
-def _squared_norms(root, group, s, counts, config, shape, n_layers) -> dict[str, torch.Tensor]:
+def _squared_norms(root, group, s, counts, config, shape, n_layers, kinds=None) -> dict[str, torch.Tensor]:
     """Per-unit squared L2 norms of one slice's 2-D weights, by role (the slice's paths summed)."""
     total = None
-    for path in expand(s.path, n_layers):
+    for path in expand(s.path, n_layers, kinds, s.layer_kinds):
         param = resolve(root, path, s.optional)
         if param is None or param.dim() < 2:
             continue
@@ -48,11 +48,15 @@ def estimate_magnitude_importance(model: nn.Module, config=None) -> ImportanceSc
     n_layers = len(layers)
     scores = {}
     layer_scores = torch.zeros(n_layers)
+    kinds = spec.layer_kinds(model.config)
     for group in spec.groups:
         counts = index_counts(group, shape)
         if group.scope == "layer":
             per_layer = []
-            for layer in layers:
+            for i, layer in enumerate(layers):
+                if kinds is not None and not applies(group.layer_kinds, kinds[i]):  # not in this hybrid layer
+                    per_layer.append(torch.zeros(unit_shape(group, shape)))
+                    continue
                 score = torch.ones(unit_shape(group, shape))
                 for s in group.slices:
                     sq = _squared_norms(layer, group, s, counts, cfg, shape, n_layers)
@@ -63,11 +67,13 @@ def estimate_magnitude_importance(model: nn.Module, config=None) -> ImportanceSc
         else:
             by_role = {"out": torch.zeros(shape[group.key]), "in": torch.zeros(shape[group.key])}
             for s in group.slices:
-                sq = _squared_norms(model, group, s, counts, cfg, shape, n_layers)
+                sq = _squared_norms(model, group, s, counts, cfg, shape, n_layers, kinds)
                 if sq is not None:
                     by_role[s.role] += sq
                 if s.role == "out" and "*" in s.path:  # a layer's residual writers score the layer
                     for i in range(n_layers):
+                        if kinds is not None and not applies(s.layer_kinds, kinds[i]):
+                            continue
                         param = resolve(model, s.path.replace("*", str(i)), s.optional)
                         if param is not None and param.dim() >= 2:
                             layer_scores[i] += param.detach().float().pow(2).sum()

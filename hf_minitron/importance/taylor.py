@@ -9,7 +9,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from hf_minitron.architectures import get_spec
-from hf_minitron.architectures.dimensions import expand, index_counts, per_unit, to_units, unit_shape
+from hf_minitron.architectures.dimensions import applies, expand, index_counts, per_unit, to_units, unit_shape
 from hf_minitron.architectures.spec import text_config
 from hf_minitron.importance.hooks import all_reduce_sum
 from hf_minitron.importance.scores import ImportanceScores
@@ -57,13 +57,16 @@ class _TaylorAccumulator:
         self.params: dict[int, nn.Parameter] = {}
         self.reducers: dict[int, list[Reducer]] = {}
         seen: set[tuple] = set()  # (group, parameter, dim): a tied LM head is counted once
+        kinds = spec.layer_kinds(model.config)
         for group in spec.groups:
             counts = index_counts(group, self.shape)
             roots = list(enumerate(self.layers)) if group.scope == "layer" else [(None, model)]
+            if group.scope == "layer" and kinds is not None:  # a hybrid group: only its layers
+                roots = [(i, layer) for i, layer in roots if applies(group.layer_kinds, kinds[i])]
             for i, root in roots:
                 target = self.scores[group.name] if i is None else self.scores[group.name][i]
                 for s in group.slices:
-                    for path in expand(s.path, n_layers):
+                    for path in expand(s.path, n_layers, kinds, s.layer_kinds):
                         param = resolve(root, path, s.optional)
                         if param is None or (group.name, id(param), s.dim) in seen:
                             continue

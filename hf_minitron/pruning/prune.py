@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from hf_minitron.architectures import get_spec
-from hf_minitron.architectures.dimensions import select
+from hf_minitron.architectures.dimensions import applies, select
 from hf_minitron.architectures.spec import text_config
 from hf_minitron.config import PruningConfig
 from hf_minitron.importance.scores import ImportanceScores
@@ -25,6 +25,7 @@ from hf_minitron.pruning.surgery import (
     Surgeon,
     carry_over,
     cut_group,
+    refresh_module_attributes,
     refresh_module_shapes,
     rescale_embedding,
 )
@@ -104,6 +105,8 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
     values = pruned_config_values(mc, spec, sizes, kept_layers)
     check_config_values(mc, values)
     tied = spec.lm_head(model).weight is spec.embed(model).weight
+    source_kinds = spec.layer_kinds(mc)
+    kinds = None if source_kinds is None else [source_kinds[i] for i in kept_layers]
     surgeon = Surgeon(model, text_config(mc), spec.norm_weight_offset)
 
     kept_channels = None
@@ -114,19 +117,22 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
                 continue
             if group.scope == "layer":
                 for layer, src in zip(spec.layers(model), kept_layers):
+                    if source_kinds is not None and not applies(group.layer_kinds, source_kinds[src]):
+                        continue
                     if group.selection == "gqa" and config.head_carry_over:
                         carry_over(layer, group, scores.get(group.name)[src], old, sizes, text_config(mc))
                     kept = select(group, scores.get(group.name)[src], old, sizes)
                     cut_group(surgeon, layer, group, kept, old, len(kept_layers))
             else:
                 kept = select(group, scores.get(group.name), old, sizes)
-                cut_group(surgeon, model, group, kept, old, len(kept_layers))
+                cut_group(surgeon, model, group, kept, old, len(kept_layers), kinds)
                 if group.key == "hidden_size":
                     kept_channels = kept["unit"].tolist()
                     rescale_embedding(spec, model, old["hidden_size"], sizes["hidden_size"], tied)
         refresh_module_shapes(model)
 
     update_model_config(model, spec, old, values)
+    refresh_module_attributes(spec, model, kinds)
     model.config.minitron = provenance(
         getattr(mc, "minitron", None), source=old, kept_layers=kept_layers, kept_hidden_channels=kept_channels
     )

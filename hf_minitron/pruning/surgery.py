@@ -70,11 +70,20 @@ class Surgeon:
             self._cut[id(old)] = (old, new)
 
 
-def cut_group(surgeon: Surgeon, root: nn.Module, group: DimensionGroup, kept: dict, old: dict, n_layers: int):
-    """Cut every slice of `group` under `root` (a layer for per-layer groups, the model otherwise)."""
+def cut_group(
+    surgeon: Surgeon,
+    root: nn.Module,
+    group: DimensionGroup,
+    kept: dict,
+    old: dict,
+    n_layers: int,
+    kinds: list[str] | None = None,
+):
+    """Cut every slice of `group` under `root` (a layer for per-layer groups, the model otherwise); `kinds`, the
+    kind of each (kept) layer of a hybrid model, limits `*` slices to the layers that have them."""
     counts = index_counts(group, old)
     for s in group.slices:
-        for path in expand(s.path, n_layers):
+        for path in expand(s.path, n_layers, kinds, s.layer_kinds):
             surgeon.cut(root, s, path, kept, counts)
 
 
@@ -108,6 +117,8 @@ def refresh_module_shapes(model: nn.Module) -> None:
             module.out_features, module.in_features = weight.shape
         elif isinstance(module, nn.Embedding):
             module.embedding_dim = weight.shape[1]
+        elif isinstance(module, nn.Conv1d) and module.groups == module.in_channels == module.out_channels:
+            module.in_channels = module.out_channels = module.groups = weight.shape[0]  # depthwise (Mamba)
         elif hasattr(module, "normalized_shape") and weight.dim() == 1:
             module.normalized_shape = (weight.shape[0],)
 
@@ -131,3 +142,18 @@ def rescale_embedding(spec, model: nn.Module, old_size: int, new_size: int, tied
             )
             if getattr(norm, "bias", None) is not None:
                 norm.bias.div_(factor)
+
+
+def refresh_module_attributes(spec, model: nn.Module, kinds: list[str] | None) -> None:
+    """Rewrite the sizes modules cache from the config (`DimensionGroup.module_attributes`) from the pruned config,
+    in every layer the group lives in."""
+    from hf_minitron.architectures.dimensions import applies
+    from hf_minitron.architectures.spec import text_config
+
+    config = text_config(model.config)
+    for group in spec.groups:
+        for i, layer in enumerate(spec.layers(model)):
+            if kinds is not None and not applies(group.layer_kinds, kinds[i]):
+                continue
+            for path, attr, value in group.module_attributes:
+                setattr(layer.get_submodule(path) if path else layer, attr, value(config))
