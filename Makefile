@@ -22,7 +22,7 @@ quickstart: $(VENV)/.installed
 	$(VENV)/bin/hf-minitron quickstart --output quickstart-output
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q -n 2 --durations=15 tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=15 tests
 
 quality: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check hf_minitron tests benchmarks
