@@ -83,9 +83,10 @@ class PruningConfig:
         target_active_params (`int`, *optional*): Budget of parameters touched per token
             (`hf_minitron.counting.count_active_parameters`); for a mixture-of-experts model it sets the expert
             width, for a dense model it is the same as `target_params`.
-        importance (`str`, defaults to `"taylor"`): Width criterion: `"taylor"` (|weight x gradient| of the LM
-            loss, one backward per batch; left the lowest loss after distillation in `bench_importance_criteria`),
-            `"activation"` (Minitron's forward-only statistics: cheaper, no gradients, used by the recipes) or
+        importance (`str`, defaults to `"activation"`): Width criterion: `"activation"` (Minitron's forward-only
+            statistics, no gradients: the lowest loss right after pruning on real pretrained Qwen2.5-Coder-1.5B and
+            SmolLM2-135M, at a quarter of Taylor's time), `"taylor"` (|weight x gradient| of the LM loss, one
+            backward per batch; marginally ahead after distillation on the 2.4M quickstart teacher) or
             `"magnitude"` (weight norms, no data). Layers are ranked by `depth_metric` whatever the criterion.
         width_multiple (`int`, defaults to 64): Hidden and MLP sizes chosen for a budget are multiples of it.
         expert_importance (`str`, defaults to `"reap"`): How experts are ranked (whatever the width criterion, when
@@ -129,7 +130,7 @@ class PruningConfig:
         metadata={"help": "Budget of parameters touched per token (MoE: sets the expert width)."},
     )
     importance: str = field(
-        default="taylor",
+        default="activation",
         metadata={
             "help": f"Width importance criterion, one of {IMPORTANCE_CRITERIA} (activation: forward only)."
         },

@@ -14,9 +14,9 @@ from hf_minitron.config import CONFIG_NAME, PruningConfig
 def test_defaults_follow_minitron_and_the_criteria_benchmark():
     c = PruningConfig()
     assert (c.depth_metric, c.batch_aggregation, c.sequence_aggregation) == ("block_importance", "l2", "mean")
-    # importance: the winner after distillation in benchmarks/bench_importance_criteria.py
+    # importance: Minitron's forward-only criterion, the winner right after pruning on real pretrained weights
     assert (c.importance, c.width_multiple, c.head_carry_over, c.target_params) == (
-        "taylor",
+        "activation",
         64,
         False,
         None,

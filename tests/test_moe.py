@@ -152,7 +152,9 @@ def test_experts_are_ranked_by_reap_whatever_the_width_criterion():
     model = tiny_model("qwen3_moe")
     kill_expert(model)
     batches = random_batches()
-    taylor = estimate_importance(model, batches, PruningConfig(num_experts=3, moe_intermediate_size=16))
+    taylor = estimate_importance(
+        model, batches, PruningConfig(num_experts=3, moe_intermediate_size=16, importance="taylor")
+    )
     activation = estimate_importance(
         model, batches, PruningConfig(num_experts=3, moe_intermediate_size=16, importance="activation")
     )
