@@ -19,7 +19,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -27,6 +26,8 @@ import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from common import batches_for, plain, timed  # noqa: E402
+
 from hf_minitron import PruningConfig, estimate_importance  # noqa: E402
 from hf_minitron.counting import count_parameters  # noqa: E402
 
@@ -60,30 +61,6 @@ def build(args) -> torch.nn.Module:
     )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-
-
-def batches_for(args):
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(args.batches):
-        ids = torch.randint(3, args.vocab, (args.batch_size, args.seq), generator=g)
-        mask = torch.ones_like(ids)
-        mask[0, -args.seq // 4 :] = 0  # some padding, as real calibration batches have
-        out.append({"input_ids": ids, "attention_mask": mask})
-    return out
-
-
-def timed(fn) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds): CPU time is less disturbed by other jobs on a shared machine."""
-    start, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - start, time.process_time() - cpu
-
-
-def plain(model, batches, **kw):
-    with torch.no_grad():
-        for b in batches:
-            model(**b, use_cache=False, **kw)
 
 
 def published_shapes() -> dict:

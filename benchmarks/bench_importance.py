@@ -28,6 +28,8 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from common import batches_for, plain, timed  # noqa: E402
+
 from hf_minitron import PruningConfig, estimate_importance, prune_model  # noqa: E402
 
 
@@ -67,30 +69,6 @@ def load_baseline(path: str):
     sys.path.insert(0, root)
     module = importlib.import_module("hf_minitron_baseline")
     return module.estimate_importance, module.PruningConfig
-
-
-def batches_for(args):
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(args.batches):
-        ids = torch.randint(3, args.vocab, (args.batch_size, args.seq), generator=g)
-        mask = torch.ones_like(ids)
-        mask[0, -args.seq // 4 :] = 0  # some padding, as real calibration batches have
-        out.append({"input_ids": ids, "attention_mask": mask})
-    return out
-
-
-def timed(fn) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds: all threads, less sensitive to other load on a shared machine)."""
-    start, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - start, time.process_time() - cpu
-
-
-def plain(model, batches, **kw):
-    with torch.no_grad():
-        for b in batches:
-            model(**b, use_cache=False, **kw)
 
 
 def torch_pruning_hooks(model, batches):

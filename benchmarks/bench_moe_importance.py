@@ -15,7 +15,6 @@ import json
 import os
 import statistics
 import sys
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -23,6 +22,8 @@ import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from common import batches_for, plain, timed  # noqa: E402
+
 from hf_minitron import PruningConfig, estimate_importance  # noqa: E402
 
 
@@ -45,30 +46,6 @@ def build(args) -> torch.nn.Module:
     )
     torch.manual_seed(0)
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
-
-
-def batches_for(args):
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(args.batches):
-        ids = torch.randint(3, args.vocab, (args.batch_size, args.seq), generator=g)
-        mask = torch.ones_like(ids)
-        mask[0, -args.seq // 4 :] = 0  # some padding, as real calibration batches have
-        out.append({"input_ids": ids, "attention_mask": mask})
-    return out
-
-
-def timed(fn) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds)."""
-    start, cpu = time.perf_counter(), time.process_time()
-    fn()
-    return time.perf_counter() - start, time.process_time() - cpu
-
-
-def plain(model, batches):
-    with torch.no_grad():
-        for b in batches:
-            model(**b, use_cache=False, logits_to_keep=1)
 
 
 def main() -> None:
