@@ -122,6 +122,8 @@ class Results:
         return key in self.data
 
     def __setitem__(self, key, value):
+        if self.path.exists():  # merge with what another stage running beside this one has written
+            self.data = {**json.loads(self.path.read_text()), **self.data}
         self.data[key] = value
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.data, indent=2))
@@ -222,6 +224,10 @@ def load_config(name):
     return AutoConfig.from_pretrained(hf_path(name))
 
 
+def _text(x) -> str:
+    return x.decode(errors="replace") if isinstance(x, bytes) else (x or "")
+
+
 def stage_torch_pruning(opts, res, target, batches):
     """Torch-Pruning's examples/LLMs/prune_llm.py path, run in a subprocess with a wall-time limit."""
     import importlib.metadata as md
@@ -235,6 +241,19 @@ def stage_torch_pruning(opts, res, target, batches):
     for importance in ("magnitude", "taylor"):
         key = f"torch_pruning/{importance}"
         if key in res:
+            continue
+        first = res.data.get("torch_pruning/magnitude", {})
+        if (
+            importance == "taylor"
+            and first.get("returncode") == "timeout"
+            and '"step": "prune"' not in first["reason"]
+        ):
+            # the dependency graph (built in MetaPruner's constructor, before any importance) never finished
+            res[key] = {
+                "skipped": "MetaPruner's dependency-graph construction did not finish for magnitude; "
+                "Taylor builds the same graph first",
+                "loadable": False,
+            }
             continue
         out = Path(opts.workdir) / "students" / f"tp_{importance}"
         cmd = [
@@ -255,7 +274,7 @@ def stage_torch_pruning(opts, res, target, batches):
             rc, tail = (
                 "timeout",
                 f"no result within {opts.tp_timeout} s; last output: "
-                + str((e.stdout or b"")[-1500:] + (e.stderr or b"")[-1500:]),
+                + "".join(_text(x)[-1500:] for x in (e.stdout, e.stderr)),
             )
         entry = {
             "torch_pruning": md.version("torch-pruning"),
@@ -297,8 +316,8 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
         rkey = f"distilled/{key}"
         if rkey in res:
             continue
-        student = load(res[f"pruned/{key}"]["path"], dtype=torch.float32)
-        curve = [{"tokens": 0, **{k: res[f"pruned/{key}"][k] for k in ("loss", "perplexity")}}]
+        student = load(res.data[f"pruned/{key}"]["path"], dtype=torch.float32)
+        curve = [{"tokens": 0, **{k: res.data[f"pruned/{key}"][k] for k in ("loss", "perplexity")}}]
 
         class Curve(TrainerCallback):
             def __init__(self, model, points, name):
@@ -418,7 +437,7 @@ def main(argv=None) -> int:
     parser.add_argument("--distill-steps", type=int, default=12)
     parser.add_argument("--distill-batch-size", type=int, default=2)
     parser.add_argument("--eval-steps", type=int, nargs="*", default=[6, 12])
-    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--warmup-steps", type=int, default=1)
     parser.add_argument("--tp-timeout", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)

@@ -56,7 +56,8 @@ def main() -> int:
             num_heads[m.k_proj] = c.num_key_value_heads
             num_heads[m.v_proj] = c.num_key_value_heads
     imp = (
-        tp.importance.GroupNormImportance(p=2, group_reduction="mean")
+        # the example's GroupNormImportance is called GroupMagnitudeImportance in torch-pruning 1.6
+        tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean")
         if importance_name == "magnitude"
         else tp.importance.GroupTaylorImportance()
     )
