@@ -155,6 +155,11 @@ def main(out_dir: str, mode: str = "train") -> None:
         {k: v.contiguous() for k, v in weights.items()},
         os.path.join(out_dir, f"{mode}-rank{os.environ['RANK']}.safetensors"),
     )
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # a group left to the interpreter's exit can abort ("terminate called ...")
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

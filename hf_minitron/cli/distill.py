@@ -155,6 +155,11 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(ckpt, ignore_errors=True)
         print_json({"output": str(output), "tokens": tokens, "metrics": record["distillation"]["metrics"],
                     "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # left to interpreter exit, gloo can abort the process
+        dist.barrier()
+        dist.destroy_process_group()
     return 0
 
 
