@@ -76,6 +76,11 @@ class PruningConfig:
             `"var"`.
         sequence_aggregation (`str`, defaults to `"mean"`): How token statistics are combined within a sample:
             `"mean"` of absolute values or `"l2"`.
+        rescale_norms (`bool`, defaults to `False`): Multiply the gain of every norm whose statistic spans a pruned
+            dimension (RMSNorm over the hidden size, OLMo 2's q/k norms over all heads) by `sqrt(old / new width)`,
+            so the kept entries keep their values when the pruned ones carried nothing (exact for dead units). Off by
+            default: on real Gemma 3 270M (hidden 640 -> 384) it raised the held-out loss right after pruning
+            (14.28 vs 12.73), the pruned channels carrying real energy.
         head_carry_over (`bool`, defaults to `False`): Minitron's P1 trick: kept heads absorb pruned ones
             (`head_i + (head_i - head_{2K-i+1})`, applied to the head's output projection columns).
         target_params (`int`, *optional*): Total parameter budget; the shape is resolved by
@@ -124,6 +129,12 @@ class PruningConfig:
     batch_aggregation: str = field(default="l2", metadata={"help": f"One of {BATCH_AGGREGATIONS}."})
     sequence_aggregation: str = field(default="mean", metadata={"help": f"One of {SEQUENCE_AGGREGATIONS}."})
     head_carry_over: bool = field(default=False, metadata={"help": "Kept heads absorb pruned ones (P1)."})
+    rescale_norms: bool = field(
+        default=False,
+        metadata={
+            "help": "Rescale the gain of norms whose statistic spans a pruned dimension by sqrt(old/new)."
+        },
+    )
     target_params: int | None = field(default=None, metadata={"help": "Total parameter budget."})
     target_active_params: int | None = field(
         default=None,
@@ -167,8 +178,9 @@ class PruningConfig:
         ):
             if getattr(self, name) not in choices:
                 raise _fail(name, getattr(self, name), f"one of {list(choices)}")
-        if not isinstance(self.head_carry_over, bool):
-            raise _fail("head_carry_over", self.head_carry_over, "True or False")
+        for name in ("head_carry_over", "rescale_norms"):
+            if not isinstance(getattr(self, name), bool):
+                raise _fail(name, getattr(self, name), "True or False")
         drop = self.layers_to_drop
         if drop is not None:
             if not isinstance(drop, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in drop):

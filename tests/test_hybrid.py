@@ -60,8 +60,12 @@ def test_dead_mamba_heads_neurons_and_kv_group_rank_last_and_pruning_them_is_exa
     kill_mlp_neurons_and_kv_group(model)
     batch = random_batches(n=1, pad_last=3, seed=1)[0]
     before = _logits(model, batch)
-    target = PruningConfig(
-        mamba_num_heads=10, intermediate_size=96, num_key_value_heads=3, importance="activation"
+    target = PruningConfig(  # rescale_norms: the gated norm's statistic spans a group of heads
+        mamba_num_heads=10,
+        intermediate_size=96,
+        num_key_value_heads=3,
+        importance="activation",
+        rescale_norms=True,
     )
     scores = estimate_importance(model, random_batches(pad_last=4), target)
     mamba = [i for i, _ in _layers(model, MAMBA)]

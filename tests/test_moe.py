@@ -426,7 +426,7 @@ def test_dead_channels_through_experts_prune_exactly(arch):
                 block.shared_expert_gate.weight[:, DEAD_CHANNELS] = 0
     batch = random_batches(n=1, seed=1)[0]
     before = _logits(model, batch)
-    target = PruningConfig(hidden_size=48, importance="activation")
+    target = PruningConfig(hidden_size=48, importance="activation", rescale_norms=True)  # RMS gains follow
     scores = estimate_importance(model, random_batches(), target)
     dead = torch.zeros(64, dtype=torch.bool)
     dead[DEAD_CHANNELS] = True

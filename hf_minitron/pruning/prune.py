@@ -107,7 +107,7 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
     tied = spec.lm_head(model).weight is spec.embed(model).weight
     source_kinds = spec.layer_kinds(mc)
     kinds = None if source_kinds is None else [source_kinds[i] for i in kept_layers]
-    surgeon = Surgeon(model, text_config(mc), spec.norm_weight_offset)
+    surgeon = Surgeon(model, text_config(mc), spec.norm_weight_offset, config.rescale_norms)
 
     kept_channels = None
     with torch.no_grad():

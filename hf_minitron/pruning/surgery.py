@@ -22,12 +22,13 @@ class Surgeon:
     """Replaces parameters by their kept entries (dtype, device, requires_grad kept); a parameter shared by
     several modules (a tied LM head) is cut once and stays shared."""
 
-    def __init__(self, model: nn.Module, config, norm_weight_offset: float):
+    def __init__(self, model: nn.Module, config, norm_weight_offset: float, rescale_norms: bool = False):
         counts = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
         self._shared = {i for i, n in counts.items() if n > 1}
         self._cut: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}
         self.config = config
         self.offset = norm_weight_offset
+        self.rescale_norms = rescale_norms
 
     def cut(self, root: nn.Module, s: TensorSlice, path: str, kept: dict, counts: dict) -> None:
         """Keep the entries of `kept` units along `s.dim` of the parameter at `path` under `root`."""
@@ -61,7 +62,9 @@ class Surgeon:
             value = picked.movedim((0, -1), (s.block_dim, s.dim)).contiguous()
         else:
             value = old.detach().index_select(s.dim, index)
-        if s.rms_width:  # the norm's statistic now spans fewer entries: keep the kept entries' outputs
+        if (
+            s.rms_width and self.rescale_norms
+        ):  # the norm's statistic spans fewer entries: keep the kept outputs
             factor = math.sqrt(old.shape[s.dim] / value.shape[s.dim])
             value = ((self.offset + value.float()) * factor - self.offset).to(value.dtype)
         new = nn.Parameter(value, requires_grad=old.requires_grad)
