@@ -186,9 +186,11 @@ def test_channel_pruning_keeps_top_channels_in_order(arch):
             if old.shape != (64,) or ".self_attn." in name:  # q/k norms go with heads, not channels
                 assert value.shape == old.shape
             elif not (name == spec.final_norm_path + ".weight" and spec.embed_scale_from_hidden_size):
-                torch.testing.assert_close(
-                    value, old[keep], atol=0, rtol=0
-                )  # gains kept (rescale_norms=False)
+                # the gain follows the narrower statistic when the family rescales: sqrt(64 / 40) on (offset + w)
+                factor = (64 / 40) ** 0.5 if spec.rescale_norms else 1.0
+                offset = spec.norm_weight_offset
+                expected = (offset + old[keep]) * factor - offset
+                torch.testing.assert_close(value, expected, atol=1e-6, rtol=1e-6)
         elif name.endswith("norm.bias"):
             torch.testing.assert_close(value, old[keep], atol=0, rtol=0)
         elif any(
@@ -566,3 +568,19 @@ def test_phi3_longrope_factors_refuse_a_new_head_size_before_surgery():
     ):
         prune_model(model, PruningConfig(hidden_size=48), _manual_scores(model))
     assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
+
+
+def test_rescale_norms_follows_the_family_default_unless_set():
+    """`rescale_norms=None` takes the spec's measured default (on for Qwen, off for Gemma); a bool overrides it."""
+    for arch, default in (("qwen2", True), ("gemma2", False)):
+        for asked, expect in ((None, default), (True, True), (False, False)):
+            model = tiny_model(arch)
+            gain = model.model.layers[0].input_layernorm.weight.detach().clone()
+            scores = _manual_scores(model)
+            prune_model(model, PruningConfig(hidden_size=32, rescale_norms=asked), scores)
+            keep = torch.tensor(model.config.minitron["kept_hidden_channels"])
+            offset = get_spec(model).norm_weight_offset
+            factor = 2**0.5 if expect else 1.0
+            torch.testing.assert_close(
+                model.model.layers[0].input_layernorm.weight.detach(), (offset + gain[keep]) * factor - offset
+            )

@@ -9,6 +9,7 @@ Needs `make real-models` first (the converted checkpoint outside the repository)
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def distill(student, teacher, train_blocks, steps: int, batch: int, lr: float, w
         model=student, teacher_model=teacher, args=args, train_dataset=ds, data_collator=default_data_collator
     )
     start = time.perf_counter()
-    trainer.train()
+    with contextlib.redirect_stdout(sys.stderr):  # Trainer's log lines: stdout carries only the JSON
+        trainer.train()
     return time.perf_counter() - start
 
 

@@ -6,6 +6,8 @@ from hf_minitron.architectures.spec import ArchitectureSpec, register
 
 _COMMON = dict(
     norm_weight_offset=1.0,
+    # Gemma 3 270M (640 -> 384 hidden): held-out loss right after pruning 12.73 without the norm rescale, 14.28 with it
+    rescale_norms=False,
     embed_scale_from_hidden_size=True,
     embed_scale_attributes=("embed_scale", "scalar_embed_scale"),
 )

@@ -53,6 +53,8 @@ class ArchitectureSpec:
         layer_pattern_values (`Callable`, *optional*): `(text_config, kept_layers) -> dict` of config values that
             describe which kept layer is which kind when the family derives it from the index (Qwen-MoE's
             `decoder_sparse_step`), written with the pruned sizes.
+        rescale_norms (`bool`): The default of `PruningConfig.rescale_norms` for this family (measured on real
+            checkpoints: on for Qwen2.5, off for Gemma 3).
         auto_class (`str`): The transformers Auto class that loads the whole checkpoint.
         layer_kind_key (`str`, *optional*): A hybrid model's config pattern of layer kinds (a list with one entry
             per layer, or a string with one character per layer); groups and slices with `layer_kinds` apply only
@@ -85,6 +87,7 @@ class ArchitectureSpec:
     heads_span_hidden: bool = False
     module_size_attributes: tuple[tuple[str, str], ...] = ()
     layer_pattern_values: Callable | None = None
+    rescale_norms: bool = True
     auto_class: str = "AutoModelForCausalLM"
     layer_kind_key: str | None = None
     supported_layer_kinds: tuple[str, ...] = ()

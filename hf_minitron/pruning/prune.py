@@ -107,7 +107,8 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
     tied = spec.lm_head(model).weight is spec.embed(model).weight
     source_kinds = spec.layer_kinds(mc)
     kinds = None if source_kinds is None else [source_kinds[i] for i in kept_layers]
-    surgeon = Surgeon(model, text_config(mc), spec.norm_weight_offset, config.rescale_norms)
+    rescale = spec.rescale_norms if config.rescale_norms is None else config.rescale_norms
+    surgeon = Surgeon(model, text_config(mc), spec.norm_weight_offset, rescale)
 
     kept_channels = None
     with torch.no_grad():
