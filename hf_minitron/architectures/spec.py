@@ -164,6 +164,12 @@ class ArchitectureSpec:
                 f"{self.model_types[0]}: allowed layer kinds {list(self.supported_layer_kinds)}"
             )
 
+    @property
+    def embedding_group(self) -> DimensionGroup | None:
+        """The group that cuts the token embedding (the residual-stream channels), if any."""
+        target = f"{self.embed_path}.weight"
+        return next((g for g in self.groups if any(s.path == target for s in g.slices)), None)
+
     def check_sizes(self, config, sizes: dict[str, int]) -> None:
         """`ValueError` naming the field when `sizes` break a constraint the modeling code assumes silently."""
         self.check_layer_kinds(config)

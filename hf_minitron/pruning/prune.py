@@ -127,9 +127,11 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
             else:
                 kept = select(group, scores.get(group.name), old, sizes)
                 cut_group(surgeon, model, group, kept, old, len(kept_layers), kinds)
-                if group.key == "hidden_size":
+                if (
+                    group is spec.embedding_group
+                ):  # the residual stream: recorded, and Gemma's embed scale kept
                     kept_channels = kept["unit"].tolist()
-                    rescale_embedding(spec, model, old["hidden_size"], sizes["hidden_size"], tied)
+                    rescale_embedding(spec, model, old[group.key], sizes[group.key], tied)
         refresh_module_shapes(model)
 
     update_model_config(model, spec, old, values)
