@@ -553,3 +553,66 @@ def test_expert_statistics_under_an_accelerate_dispatch_hook():
     assert [module.forward for module in experts] == wrapped  # accelerate's wrapper is still in place
     torch.testing.assert_close(_logits(model, batch), before, atol=0, rtol=0)
     assert Count.calls == 2 * len(experts)
+
+
+AUX = [a for a in MOE if a != "llama4_text"]  # Llama 4's forward defines no load-balancing loss
+
+
+def _hand_load_balancing_loss(router_inputs, routers, attention_mask, top_k) -> torch.Tensor:
+    """Switch Transformer's loss by hand, over every (MoE layer, non-padded token) row: E x sum_e f_e P_e, with f_e
+    the top-k picks of expert e per row and P_e its mean softmax probability (router logits recomputed here)."""
+    n_experts = routers[0].weight.shape[0]
+    picks, probs, rows = torch.zeros(n_experts), torch.zeros(n_experts), 0
+    keep = attention_mask.reshape(-1).bool()
+    for x, router in zip(router_inputs, routers):
+        logits = x.reshape(-1, x.shape[-1]) @ router.weight.T
+        if getattr(router, "bias", None) is not None:
+            logits = logits + router.bias
+        for p in logits.float().softmax(-1)[keep]:
+            rows += 1
+            probs += p
+            picks[p.topk(top_k).indices] += 1
+    return n_experts * (picks / rows * probs / rows).sum()
+
+
+@pytest.mark.parametrize("arch", AUX)
+def test_router_aux_loss_is_added_to_the_distillation_loss_and_logged(tmp_path, arch):
+    """With output_router_logits and a coefficient, the loss gains coef x the router load-balancing loss (against
+    a hand computation on a student pruned to 3 experts), logged as aux_loss; its gradient reaches the routers."""
+    from distill_worker import tiny_args, token_dataset
+
+    from hf_minitron import DistillationTrainer
+
+    teacher = tiny_model(arch, seed=1)
+    student = tiny_model(arch, seed=1, output_router_logits=True, router_aux_loss_coef=0.25)
+    experts_key, _ = _keys(student)
+    prune_model(student, PruningConfig(**{experts_key: 3}), _manual_scores(student))
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=tiny_args(tmp_path, lm_weight=0.5, distill_chunk_size=5)
+    )
+    inputs = {k: torch.tensor(v) for k, v in token_dataset(3, ragged=True)[:].items()}
+    routers = [_router(block) for _, block in _sparse(student)]
+    student.train()
+
+    def loss_and_router_grads():
+        captured = []
+        hooks = [r.register_forward_pre_hook(lambda m, a: captured.append(a[0].detach())) for r in routers]
+        student.zero_grad()
+        loss = trainer.compute_loss(student, inputs)
+        loss.backward()
+        for h in hooks:
+            h.remove()
+        return loss.detach(), [r.weight.grad.clone() for r in routers], captured
+
+    on, on_grads, router_inputs = loss_and_router_grads()
+    trainer.log({"loss": 0.0})
+    logged = trainer.state.log_history[-1]
+    expected = _hand_load_balancing_loss(router_inputs, routers, inputs["attention_mask"], 2)
+    assert logged["aux_loss"] == pytest.approx(expected.item(), abs=2e-6)
+    for off_config in (dict(output_router_logits=False), dict(router_aux_loss_coef=0.0)):
+        student.config.update({"output_router_logits": True, "router_aux_loss_coef": 0.25, **off_config})
+        off, off_grads, _ = loss_and_router_grads()
+        torch.testing.assert_close(on - off, 0.25 * expected, atol=1e-5, rtol=1e-4)
+        assert all((a - b).abs().max() > 1e-6 for a, b in zip(on_grads, off_grads))  # per MoE layer
+        trainer.log({"loss": 0.0})
+        assert "aux_loss" not in trainer.state.log_history[-1]

@@ -31,6 +31,7 @@ from .placement import (
     _wrap_peft,
     shard_teacher_fsdp2,
 )
+from .router import add_router_aux_loss
 
 logger = logging.get_logger(__name__)
 
@@ -267,6 +268,9 @@ class DistillationTrainer(Trainer):
                 weight = args.hidden_state_weight
             total = total + weight * hs_sum
             sums["hidden_state_loss"] = hs_sum.detach()
+        total, aux_sum = add_router_aux_loss(total, outputs, M.base_model(student).config, mask.sum())
+        if aux_sum is not None:  # the student's router load-balancing loss, when its config enables it
+            sums["aux_loss"] = aux_sum
 
         if self.teacher_model is not None:
             _reshard(teacher)  # an FSDP2 teacher: free its root group's gathered weights until the next step
