@@ -39,11 +39,11 @@ def lm_loss_sum(
         chunk_size (`int`, *optional*): positions per chunk; default `DEFAULT_CHUNK_ELEMENTS // vocab`.
     """
     from hf_minitron.distillation.chunked import DEFAULT_CHUNK_ELEMENTS
-    from hf_minitron.distillation.modeling import base_model, logit_head
+    from hf_minitron.distillation.modeling import base_model, decoder, logit_head
 
     inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": position_ids}
     inputs = {k: v for k, v in inputs.items() if v is not None}
-    last_hidden = base_model(model).get_decoder()(**inputs, use_cache=False).last_hidden_state
+    last_hidden = decoder(model)(**inputs, use_cache=False).last_hidden_state
     if model not in _HEAD_CHECKED:
         _check_head(model, inputs, last_hidden[:1, -1])
     hidden = last_hidden[:, :-1]

@@ -406,7 +406,7 @@ DEAD_CHANNELS = torch.arange(0, 64, 4)
 
 
 # OLMoE's q_norm is hidden-size wide (zero_channels would zero it); Llama4ForCausalLM.get_decoder() is not its
-# decoder in transformers 5.23 (zero_channels finds no final norm)
+# decoder in transformers 5.x (zero_channels finds no final norm)
 @pytest.mark.parametrize("arch", ["gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"])
 def test_dead_channels_through_experts_prune_exactly(arch):
     """Channels that no expert, router, shared expert or projection reads or writes rank last, and cutting them
@@ -475,21 +475,7 @@ def test_reap_and_neuron_statistics_match_a_per_token_reference():
     )
 
 
-@pytest.mark.parametrize(
-    "arch",
-    [
-        pytest.param(
-            a,
-            marks=pytest.mark.xfail(
-                a == "llama4_text",
-                strict=True,
-                reason="Llama4ForCausalLM.get_decoder() returns the LM itself in transformers 5.23, and the "
-                "trainer runs the teacher's trunk through get_decoder()",
-            ),
-        )
-        for a in MOE
-    ],
-)
+@pytest.mark.parametrize("arch", MOE)
 def test_distillation_loss_of_a_pruned_moe_student_matches_full_logits(tmp_path, arch):
     """The existing chunked distillation loss works on a MoE student pruned to fewer, narrower experts."""
     import torch.nn.functional as F
@@ -616,3 +602,33 @@ def test_router_aux_loss_is_added_to_the_distillation_loss_and_logged(tmp_path, 
         assert all((a - b).abs().max() > 1e-6 for a, b in zip(on_grads, off_grads))  # per MoE layer
         trainer.log({"loss": 0.0})
         assert "aux_loss" not in trainer.state.log_history[-1]
+
+
+def test_llama4_decoder_is_found_for_the_lm_loss_and_the_hidden_state_loss(tmp_path):
+    """Llama4ForCausalLM.get_decoder() returns the LM itself in transformers 5.x: the trunk is its `model`. The
+    chunked LM loss equals the full-logits cross-entropy, and a student identical to its teacher has zero
+    distillation and hidden-state losses (a mapped middle layer)."""
+    import torch.nn.functional as F
+    from distill_worker import tiny_args, token_dataset
+
+    from hf_minitron import DistillationTrainer
+    from hf_minitron.architectures.spec import decoder_of
+    from hf_minitron.evaluation import lm_loss_sum
+
+    teacher, student = tiny_model("llama4_text", seed=1), tiny_model("llama4_text", seed=1)
+    assert teacher.get_decoder() is teacher and decoder_of(teacher) is teacher.model
+    inputs = {k: torch.tensor(v) for k, v in token_dataset(3, ragged=True)[:].items()}
+    total, count = lm_loss_sum(teacher, inputs["input_ids"], inputs["attention_mask"], inputs["labels"])
+    logits = _logits(teacher, {k: inputs[k] for k in ("input_ids", "attention_mask")})[:, :-1]
+    expected = F.cross_entropy(logits.flatten(0, 1), inputs["labels"][:, 1:].flatten(), reduction="sum")
+    torch.testing.assert_close(total, expected, atol=1e-4, rtol=1e-5)
+    args = tiny_args(tmp_path, hidden_state_weight=1.0, hidden_state_loss="mse", layer_mapping={1: 1})
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    student.train()
+    loss = trainer.compute_loss(student, inputs)
+    trainer.log({"loss": 0.0})
+    logged = trainer.state.log_history[-1]
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)  # lm_weight 0: distillation and hidden states only
+    assert logged["lm_loss"] == pytest.approx((expected / count).item(), abs=1e-5)
+    assert logged["distill_loss"] == pytest.approx(0.0, abs=1e-6)
+    assert logged["hidden_state_loss"] == pytest.approx(0.0, abs=1e-6)

@@ -268,3 +268,18 @@ def get_spec(model_or_config) -> ArchitectureSpec:
             f"model_type={model_type!r} is not supported: allowed one of {supported_model_types()}"
         )
     return _REGISTRY[model_type]
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder trunk of a causal LM (embeddings, layers, final norm): `get_decoder()`, or the module holding the
+    spec's layers when `get_decoder()` returns the LM itself (`Llama4ForCausalLM` in transformers 5.x, whose
+    `base_model_prefix` names no attribute)."""
+    decoder = model.get_decoder()
+    if decoder is not model:
+        return decoder
+    spec = _REGISTRY.get(getattr(getattr(model, "config", None), "model_type", None))
+    parent = spec.layers_path.rpartition(".")[0] if spec is not None else "model"
+    try:
+        return model.get_submodule(parent) if parent else model
+    except AttributeError:  # a base model (LlamaModel) is its own decoder
+        return model

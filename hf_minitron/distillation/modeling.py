@@ -33,6 +33,13 @@ def base_model(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def decoder(model: nn.Module) -> nn.Module:
+    """The decoder trunk under a PEFT wrapper (see `architectures.spec.decoder_of`: Llama 4's `get_decoder()`)."""
+    from hf_minitron.architectures.spec import decoder_of
+
+    return decoder_of(base_model(model))
+
+
 def output_vocab(model: nn.Module) -> int:
     """Number of rows of the output embedding (the vocabulary the model predicts over)."""
     return base_model(model).get_output_embeddings().weight.shape[0]
@@ -136,7 +143,7 @@ def final_norm(model: nn.Module) -> nn.Module:
 
         return get_spec(model).final_norm(model)
     except (ImportError, KeyError, ValueError, AttributeError):
-        norm = getattr(model.get_decoder(), "norm", None)
+        norm = getattr(decoder(model), "norm", None)
         if norm is None:
             raise ValueError(
                 f"Cannot find the final norm of {type(model).__name__} for the hidden-state loss."
@@ -145,8 +152,8 @@ def final_norm(model: nn.Module) -> nn.Module:
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layers of a causal LM (`get_decoder().layers`)."""
-    layers = getattr(base_model(model).get_decoder(), "layers", None)
+    """The decoder layers of a causal LM (`decoder(model).layers`)."""
+    layers = getattr(decoder(model), "layers", None)
     if layers is None:
         raise ValueError(
             f"Cannot find the decoder layers of {type(base_model(model)).__name__} for the hidden-state loss."

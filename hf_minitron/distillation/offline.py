@@ -96,11 +96,9 @@ def _fingerprint(blocks: dict[str, torch.Tensor]) -> str:
 def _teacher_rows(teacher, ids, mask, k: int, values_dtype: torch.dtype):
     """Top-k log-probs, indices and rest log-mass `[n, T - 1, ...]` for a batch of blocks, chunk by chunk."""
     device = M.base_model(teacher).get_input_embeddings().weight.device
-    hidden = (
-        M.base_model(teacher)
-        .get_decoder()(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-        .last_hidden_state[:, :-1]
-    )
+    hidden = M.decoder(teacher)(
+        input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False
+    ).last_hidden_state[:, :-1]
     n, t, h = hidden.shape
     flat = hidden.reshape(n * t, h)
     head = M.logit_head(teacher)

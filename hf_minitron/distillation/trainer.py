@@ -303,7 +303,7 @@ class DistillationTrainer(Trainer):
         gathered as in any forward) without logits; a hook on the decoder keeps the decoder's output.
         """
         captured = {}
-        decoder = M.base_model(teacher).get_decoder()
+        decoder = M.decoder(teacher)
         handle = decoder.register_forward_hook(
             lambda module, args, output: captured.setdefault("out", output)
         )
