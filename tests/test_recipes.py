@@ -25,6 +25,30 @@ NEMOTRON_4_15B = dict(model_type="nemotron", vocab_size=256000, hidden_size=6144
                       num_hidden_layers=32, num_attention_heads=48, num_key_value_heads=8, head_dim=128,
                       tie_word_embeddings=False)  # fmt: skip
 
+# Mixture-of-experts sources (transformers' config defaults name these checkpoints; Qwen3-30B-A3B's config.json has
+# 48 layers and head_dim 128).
+QWEN3_30B_A3B = dict(model_type="qwen3_moe", vocab_size=151936, hidden_size=2048, intermediate_size=6144,
+                     num_hidden_layers=48, num_attention_heads=32, num_key_value_heads=4, head_dim=128,
+                     moe_intermediate_size=768, num_experts=128, num_experts_per_tok=8, norm_topk_prob=True,
+                     tie_word_embeddings=False)  # fmt: skip
+MIXTRAL_8X7B = dict(model_type="mixtral", vocab_size=32000, hidden_size=4096, intermediate_size=14336,
+                    num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, num_local_experts=8,
+                    num_experts_per_tok=2, tie_word_embeddings=False)  # fmt: skip
+
+# MoE recipe -> (source, its published (total, active) parameters in billions, the pruned sizes, the pruned
+# (total, active) in billions): NVIDIA ModelOpt's table for Qwen3-30B-A3B (Model-Optimizer pull 467); Mistral's
+# announced 46.7B / 12.9B for Mixtral-8x7B, its 6-expert counts computed here.
+MOE_PUBLISHED = {
+    "qwen3-30b-a3b-to-96-experts": (QWEN3_30B_A3B, (30.5, 3.4), {"num_experts": 96}, (23.3, 3.3)),
+    "qwen3-30b-a3b-experts-width-512": (
+        QWEN3_30B_A3B,
+        (30.5, 3.4),
+        {"moe_intermediate_size": 512},
+        (20.9, 2.7),
+    ),
+    "mixtral-8x7b-to-6-experts": (MIXTRAL_8X7B, (46.7, 12.9), {"num_local_experts": 6}, (35.4, 12.9)),
+}
+
 # recipe -> (source, published result: layers, hidden, heads, KV heads, MLP; approximate parameters in billions)
 PUBLISHED = {
     "mistral-nemo-12b-to-8b-width": (MISTRAL_NEMO_12B, (40, 4096, 32, 8, 11520), 8.4),
@@ -65,7 +89,7 @@ def _parameters(config) -> int:
 
 def test_every_recipe_is_covered():
     names = {p.stem for p in RECIPES.glob("*.yaml")}
-    assert names == set(PUBLISHED) | {"quickstart", "quickstart-smoke"}
+    assert names == set(PUBLISHED) | set(MOE_PUBLISHED) | {"quickstart", "quickstart-smoke"}
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.yaml")))
@@ -108,6 +132,36 @@ def test_recipe_distillation_settings_build_distillation_arguments(name, tmp_pat
     args = DistillationArguments(output_dir=str(tmp_path), use_cpu=True, **values)
     tokens = args.max_steps * args.gradient_accumulation_steps * load_recipe(name)["data"]["seq_len"]
     assert tokens / 1e9 == pytest.approx(380 if "mistral" in name else 94, rel=0.01)
+
+
+def _moe_parameters(config) -> tuple[int, int]:
+    """(total, active) parameters of a MoE config, from a meta model: a token runs top-k of the E routed experts."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    routed = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+    n_experts = getattr(config, "num_experts", None) or config.num_local_experts
+    return total, total - routed + routed * config.num_experts_per_tok // n_experts
+
+
+@pytest.mark.parametrize("name", sorted(MOE_PUBLISHED))
+def test_moe_recipe_targets_fit_the_source_and_give_the_published_counts(name, tmp_path):
+    from hf_minitron import DistillationArguments
+
+    source_arch, source_billions, sizes, billions = MOE_PUBLISHED[name]
+    recipe = load_recipe(name)
+    source = _source_config(source_arch)
+    pruning = PruningConfig(**recipe["pruning"])
+    pruning.validate_for(source)
+    assert {k: v for k, v in pruning.target_sizes(source).items() if source_arch.get(k) != v} == sizes
+    total, active = _moe_parameters(source)
+    assert (round(total / 1e9, 1), round(active / 1e9, 1)) == source_billions
+    total, active = _moe_parameters(_source_config({**source_arch, **sizes}))
+    assert (round(total / 1e9, 1), round(active / 1e9, 1)) == billions
+    values = dict(recipe["distillation"])
+    assert values["distill_loss"] == "forward_kl" and values["learning_rate"] == 1e-4
+    values.pop("bf16", None)  # needs an accelerator here
+    DistillationArguments(output_dir=str(tmp_path), use_cpu=True, **values)
 
 
 def test_depth_recipe_uses_the_contiguous_metric():
