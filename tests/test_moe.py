@@ -57,6 +57,8 @@ def kill_expert(model, expert: int = DEAD_EXPERT) -> None:
             router.weight[expert, 0] = -1000.0
             if getattr(router, "bias", None) is not None:
                 router.bias[expert] = -1e4
+            if hasattr(router, "e_score_correction_bias"):  # GLM-4-MoE: only the selection reads it
+                router.e_score_correction_bias[expert] = -1e4
             block.experts.down_proj[expert] = 0
             if getattr(block.experts, "down_proj_bias", None) is not None:
                 block.experts.down_proj_bias[expert] = 0
@@ -64,7 +66,7 @@ def kill_expert(model, expert: int = DEAD_EXPERT) -> None:
 
 def kill_neurons(model, neurons=DEAD_NEURONS) -> None:
     """Zero gate inputs for the same neurons of every expert: silu(0) = 0 and gpt-oss's clamped GLU of 0 is 0;
-    and the same neurons of a shared expert (Llama 4 prunes it with the experts' width)."""
+    and the same neurons of a shared expert (Llama 4 and GLM-4-MoE prune it with the experts' width)."""
     with torch.no_grad():
         for _, block in _sparse(model):
             experts = block.experts
@@ -75,8 +77,9 @@ def kill_neurons(model, neurons=DEAD_NEURONS) -> None:
                 experts.gate_up_proj[:, :, neurons] = 0
             else:  # [E, 2I, H], [gate | up] rows
                 experts.gate_up_proj[:, neurons] = 0
-            if hasattr(block, "shared_expert"):
-                block.shared_expert.up_proj.weight[neurons] = 0
+            shared = getattr(block, "shared_expert", None) or getattr(block, "shared_experts", None)
+            if shared is not None:
+                shared.up_proj.weight[neurons] = 0
 
 
 @pytest.fixture(scope="module")
@@ -407,7 +410,7 @@ DEAD_CHANNELS = torch.arange(0, 64, 4)
 
 # OLMoE's q_norm is hidden-size wide (zero_channels would zero it); Llama4ForCausalLM.get_decoder() is not its
 # decoder in transformers 5.x (zero_channels finds no final norm)
-@pytest.mark.parametrize("arch", ["gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"])
+@pytest.mark.parametrize("arch", ["glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"])
 def test_dead_channels_through_experts_prune_exactly(arch):
     """Channels that no expert, router, shared expert or projection reads or writes rank last, and cutting them
     keeps the logits (the expert tensors are sliced along the hidden size)."""
@@ -541,7 +544,7 @@ def test_expert_statistics_under_an_accelerate_dispatch_hook():
     assert Count.calls == 2 * len(experts)
 
 
-AUX = [a for a in MOE if a != "llama4_text"]  # Llama 4's forward defines no load-balancing loss
+AUX = [a for a in MOE if a not in ("glm4_moe", "llama4_text")]  # their forwards define no load-balancing loss
 
 
 def _hand_load_balancing_loss(router_inputs, routers, attention_mask, top_k) -> torch.Tensor:
@@ -632,3 +635,33 @@ def test_llama4_decoder_is_found_for_the_lm_loss_and_the_hidden_state_loss(tmp_p
     assert logged["lm_loss"] == pytest.approx((expected / count).item(), abs=1e-5)
     assert logged["distill_loss"] == pytest.approx(0.0, abs=1e-6)
     assert logged["hidden_state_loss"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("dropped,dense_prefix", [([0], 0), ([2], 1)])
+def test_glm4_moe_depth_pruning_recounts_the_dense_prefix(tmp_path, dropped, dense_prefix):
+    """GLM-4-MoE's first first_k_dense_replace layers are dense: dropping layers recounts them, and the config
+    alone rebuilds each kept layer's kind (a reload gives the same logits)."""
+    model = tiny_model("glm4_moe")  # layer 0 dense, layers 1-3 MoE
+    batch = random_batches(n=1)[0]
+    kinds = [hasattr(layer.mlp, "experts") for layer in model.model.layers]
+    prune_model(model, PruningConfig(layers_to_drop=dropped, importance="activation"))
+    assert model.config.first_k_dense_replace == dense_prefix
+    assert [hasattr(layer.mlp, "experts") for layer in model.model.layers] == [
+        k for i, k in enumerate(kinds) if i not in dropped
+    ]
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("override", [dict(n_group=2, topk_group=1), dict(n_shared_experts=2)])
+def test_glm4_moe_layouts_the_groups_do_not_describe_are_refused(override):
+    """Group-limited routing and several shared experts (a shared expert wider than a routed one) are refused
+    before any tensor changes, naming the field."""
+    model = tiny_model("glm4_moe", **override)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    key, value = next(iter(override.items()))
+    with pytest.raises(ValueError, match=f"{key}={value} is not supported yet for glm4_moe: allowed 1"):
+        prune_model(model, PruningConfig(num_local_experts=2, importance="activation"), _manual_scores(model))
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert model.config.n_routed_experts == 4

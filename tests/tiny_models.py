@@ -306,5 +306,14 @@ MOE_OVERRIDES: dict[str, dict] = {
         no_rope_layer_interval=2,
         attention_chunk_size=16,
     ),
+    # sigmoid routing with a score-correction bias, one shared expert, layer 0 dense (first_k_dense_replace)
+    "glm4_moe": dict(
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        n_shared_experts=1,
+        first_k_dense_replace=1,
+        routed_scaling_factor=2.5,
+    ),
 }
 MOE = sorted(MOE_OVERRIDES)

@@ -260,3 +260,28 @@ LLAMA4_TEXT = register(
         "(not in moe_layers) use intermediate_size_mlp; no_rope_layers sliced, moe_layers remapped.",
     )
 )
+GLM4_MOE = register(
+    ArchitectureSpec(
+        model_types=("glm4_moe",),
+        groups=moe_groups(
+            experts_key="num_local_experts",  # the config's attribute_map names n_routed_experts so
+            width_key="moe_intermediate_size",
+            dense_mlp=True,
+            shared_expert="mlp.shared_experts",
+            shared_key="moe_intermediate_size",
+            shared_gate=False,
+        ),
+        layer_prefix_count_fields=("first_k_dense_replace",),
+        module_size_attributes=(
+            *_EXPERT_ATTRIBUTES,
+            ("num_experts", "num_local_experts"),
+            ("intermediate_dim", "moe_intermediate_size"),
+        ),
+        required_values=(("n_group", 1), ("n_shared_experts", 1)),
+        notes="Experts [E, 2I, H] routed by sigmoid scores plus e_score_correction_bias (a buffer, cut with the "
+        "experts); num_local_experts is the config's alias of n_routed_experts. The shared expert is "
+        "moe_intermediate_size x n_shared_experts wide: with one (GLM-4.5, GLM-4.5-Air) it is pruned with the "
+        "experts' width, ranked on its own; the first first_k_dense_replace layers are dense (intermediate_size), "
+        "recounted when layers are dropped. Group-limited routing (n_group > 1) is refused.",
+    )
+)

@@ -68,6 +68,9 @@ class ArchitectureSpec:
             the heads are then pruned only with the hidden size, in proportion.
         unsupported_nonzero_keys (`tuple[str, ...]`, defaults to `()`): Config keys whose non-zero value means a
             part the groups do not describe (Granite 4's routed experts): such a model is refused before surgery.
+        required_values (`tuple[tuple[str, object], ...]`, defaults to `()`): (config key, value) pairs the groups
+            assume (GLM-4-MoE: one expert group, one shared expert sized like a routed one); a model with another
+            value is refused before surgery.
         notes (`str`): Anything else worth knowing (kept in one place rather than in code branches).
     """
 
@@ -94,6 +97,7 @@ class ArchitectureSpec:
     fixed_keys: tuple[str, ...] = ()
     inner_width_tie: tuple[str, str, str] | None = None
     unsupported_nonzero_keys: tuple[str, ...] = ()
+    required_values: tuple[tuple[str, object], ...] = ()
     notes: str = ""
 
     # ------------------------------------------------------------------ accessors
@@ -153,6 +157,13 @@ class ArchitectureSpec:
                 raise ValueError(
                     f"{key}={value} is not supported yet for {self.model_types[0]}: allowed 0 (this part is not "
                     "described by its dimension groups)"
+                )
+        for key, allowed in self.required_values:
+            value = getattr(text_config(config), key, None)
+            if value != allowed:
+                raise ValueError(
+                    f"{key}={value} is not supported yet for {self.model_types[0]}: allowed {allowed} (the dimension "
+                    "groups describe only this layout)"
                 )
         kinds = self.layer_kinds(config)
         if kinds is None or not self.supported_layer_kinds:

@@ -67,6 +67,9 @@ class Surgeon:
         ):  # the norm's statistic spans fewer entries: keep the kept outputs
             factor = math.sqrt(old.shape[s.dim] / value.shape[s.dim])
             value = ((self.offset + value.float()) * factor - self.offset).to(value.dtype)
+        if name in dict(owner.named_buffers(recurse=False)):  # a buffer stays one (GLM-4-MoE's score bias)
+            setattr(owner, name, value)
+            return
         new = nn.Parameter(value, requires_grad=old.requires_grad)
         setattr(owner, name, new)
         if id(old) in self._shared:
