@@ -315,5 +315,7 @@ MOE_OVERRIDES: dict[str, dict] = {
         first_k_dense_replace=1,
         routed_scaling_factor=2.5,
     ),
+    # LayerNorms, attention biases, sparsemixer top-2 routing
+    "phimoe": dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, attention_bias=True),
 }
 MOE = sorted(MOE_OVERRIDES)

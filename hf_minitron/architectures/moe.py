@@ -285,3 +285,19 @@ GLM4_MOE = register(
         "recounted when layers are dropped. Group-limited routing (n_group > 1) is refused.",
     )
 )
+PHIMOE = register(
+    ArchitectureSpec(
+        model_types=("phimoe",),
+        groups=moe_groups(
+            experts_key="num_local_experts", width_key="intermediate_size", router="mlp.router"
+        ),
+        module_size_attributes=(
+            *_EXPERT_ATTRIBUTES,
+            ("num_experts", "num_local_experts"),
+            ("intermediate_dim", "intermediate_size"),
+            ("ffn_dim", "intermediate_size"),
+        ),
+        notes="Mixtral's layout with LayerNorms (weights and biases cut with the channels), optional attention and "
+        "LM-head biases, and a sparsemixer top-2 router (mlp.router).",
+    )
+)
