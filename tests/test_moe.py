@@ -30,8 +30,12 @@ def _logits(model, batch):
 
 def _sparse(model):
     """(layer index, MoE block) for the layers with experts, found on transformers' own module names."""
-    blocks = [getattr(layer, "mlp", None) or layer.feed_forward for layer in model.model.layers]
+    blocks = [_first_of(layer, "mlp", "feed_forward", "block_sparse_moe") for layer in model.model.layers]
     return [(i, block) for i, block in enumerate(blocks) if hasattr(block, "experts")]
+
+
+def _first_of(module, *names):
+    return next(getattr(module, n) for n in names if hasattr(module, n))
 
 
 def _router(block):
@@ -410,7 +414,7 @@ DEAD_CHANNELS = torch.arange(0, 64, 4)
 
 # OLMoE's q_norm is hidden-size wide (zero_channels would zero it); Llama4ForCausalLM.get_decoder() is not its
 # decoder in transformers 5.x (zero_channels finds no final norm)
-@pytest.mark.parametrize("arch", ["glm4_moe", "gpt_oss", "mixtral", "qwen2_moe", "qwen3_moe"])
+@pytest.mark.parametrize("arch", ["glm4_moe", "gpt_oss", "granitemoe", "mixtral", "qwen2_moe", "qwen3_moe"])
 def test_dead_channels_through_experts_prune_exactly(arch):
     """Channels that no expert, router, shared expert or projection reads or writes rank last, and cutting them
     keeps the logits (the expert tensors are sliced along the hidden size)."""

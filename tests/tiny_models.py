@@ -317,5 +317,15 @@ MOE_OVERRIDES: dict[str, dict] = {
     ),
     # LayerNorms, attention biases, sparsemixer top-2 routing
     "phimoe": dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=32, attention_bias=True),
+    # experts under block_sparse_moe, Granite's multipliers
+    "granitemoe": dict(
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        intermediate_size=32,
+        embedding_multiplier=2.0,
+        residual_multiplier=0.5,
+        attention_multiplier=0.2,
+        logits_scaling=4.0,
+    ),
 }
 MOE = sorted(MOE_OVERRIDES)

@@ -301,3 +301,23 @@ PHIMOE = register(
         "LM-head biases, and a sparsemixer top-2 router (mlp.router).",
     )
 )
+GRANITEMOE = register(
+    ArchitectureSpec(
+        model_types=("granitemoe",),
+        groups=moe_groups(
+            experts_key="num_local_experts",
+            width_key="intermediate_size",
+            mlp="block_sparse_moe",
+            router="block_sparse_moe.router",
+            experts="block_sparse_moe.experts",
+        ),
+        module_size_attributes=(
+            *_EXPERT_ATTRIBUTES,
+            ("num_experts", "num_local_experts"),
+            ("intermediate_dim", "intermediate_size"),
+            ("input_size", "hidden_size"),
+        ),
+        notes="Mixtral's layout under block_sparse_moe, with Granite's embedding, residual, attention and logit "
+        "multipliers (scalars, kept).",
+    )
+)
