@@ -63,6 +63,8 @@ def kill_expert(model, expert: int = DEAD_EXPERT) -> None:
                 router.bias[expert] = -1e4
             if hasattr(router, "e_score_correction_bias"):  # GLM-4-MoE: only the selection reads it
                 router.e_score_correction_bias[expert] = -1e4
+            if hasattr(router, "moe_statics"):  # ERNIE-4.5: the same, as a [1, E] parameter
+                router.moe_statics.e_score_correction_bias[0, expert] = -1e4
             block.experts.down_proj[expert] = 0
             if getattr(block.experts, "down_proj_bias", None) is not None:
                 block.experts.down_proj_bias[expert] = 0
@@ -70,7 +72,7 @@ def kill_expert(model, expert: int = DEAD_EXPERT) -> None:
 
 def kill_neurons(model, neurons=DEAD_NEURONS) -> None:
     """Zero gate inputs for the same neurons of every expert: silu(0) = 0 and gpt-oss's clamped GLU of 0 is 0;
-    and the same neurons of a shared expert (Llama 4 and GLM-4-MoE prune it with the experts' width)."""
+    and the same neurons of a shared expert (Llama 4, GLM-4-MoE and ERNIE-4.5 prune it with the experts' width)."""
     with torch.no_grad():
         for _, block in _sparse(model):
             experts = block.experts
@@ -82,8 +84,12 @@ def kill_neurons(model, neurons=DEAD_NEURONS) -> None:
             else:  # [E, 2I, H], [gate | up] rows
                 experts.gate_up_proj[:, neurons] = 0
             shared = getattr(block, "shared_expert", None) or getattr(block, "shared_experts", None)
-            if shared is not None:
-                shared.up_proj.weight[neurons] = 0
+            if shared is not None:  # ERNIE's are r experts wide: a unit is r adjacent neurons
+                r = (
+                    shared.up_proj.weight.shape[0]
+                    // experts.down_proj.shape[1 if getattr(experts, "is_transposed", True) else 2]
+                )
+                shared.up_proj.weight[(neurons[:, None] * r + torch.arange(r)).flatten()] = 0
 
 
 @pytest.fixture(scope="module")
@@ -670,3 +676,41 @@ def test_glm4_moe_layouts_the_groups_do_not_describe_are_refused(override):
         prune_model(model, PruningConfig(num_local_experts=2, importance="activation"), _manual_scores(model))
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert model.config.n_routed_experts == 4
+
+
+ERNIE_DEPTH = [
+    (dict(), [0], (0, 2, 1)),  # the dense first layer dropped: every kept layer is MoE
+    (dict(), [2], (1, 2, 1)),
+    (dict(moe_layer_start_index=0, moe_layer_interval=2), [2], (1, 2, 1)),  # MoE at 1, 3 -> kept 1, 2
+    (dict(moe_layer_start_index=0, moe_layer_interval=2), [0, 1], (1, 1, 2)),  # MoE at 3 -> kept 1
+]
+
+
+@pytest.mark.parametrize("override,dropped,pattern", ERNIE_DEPTH)
+def test_ernie_moe_depth_pruning_rewrites_where_the_moe_layers_are(tmp_path, override, dropped, pattern):
+    """ERNIE-4.5 places MoE layers by start, end and interval: after dropping layers the three describe the kept
+    ones, and the config alone rebuilds each kept layer's kind (a reload gives the same logits)."""
+    model = tiny_model("ernie4_5_moe", **override)
+    kinds = [hasattr(layer.mlp, "experts") for layer in model.model.layers]
+    prune_model(model, PruningConfig(layers_to_drop=dropped, importance="activation"))
+    c = model.config
+    assert (c.moe_layer_start_index, c.moe_layer_end_index, c.moe_layer_interval) == pattern
+    assert [hasattr(layer.mlp, "experts") for layer in model.model.layers] == [
+        k for i, k in enumerate(kinds) if i not in dropped
+    ]
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path).eval()
+    assert [hasattr(layer.mlp, "experts") for layer in reloaded.model.layers] == [
+        k for i, k in enumerate(kinds) if i not in dropped
+    ]
+    batch = random_batches(n=1)[0]
+    torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch), atol=1e-5, rtol=1e-5)
+
+
+def test_ernie_moe_layers_that_no_interval_describes_are_refused():
+    model = tiny_model("ernie4_5_moe", moe_layer_start_index=0, moe_layer_interval=2)  # MoE at 1, 3
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"layers_to_drop leaves MoE layers at \[0, 2\].*allowed"):
+        prune_model(model, PruningConfig(layers_to_drop=[0], importance="activation"))
+    assert model.config.num_hidden_layers == 4
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

@@ -327,5 +327,13 @@ MOE_OVERRIDES: dict[str, dict] = {
         attention_multiplier=0.2,
         logits_scaling=4.0,
     ),
+    # layer 0 dense (moe_layer_start_index), two shared experts as wide as two routed ones, score-correction bias
+    "ernie4_5_moe": dict(
+        moe_num_experts=4,
+        moe_k=2,
+        moe_intermediate_size=32,
+        moe_num_shared_experts=2,
+        moe_layer_start_index=1,
+    ),
 }
 MOE = sorted(MOE_OVERRIDES)

@@ -33,8 +33,10 @@ def moe_groups(
     interleaved: bool = False,
     expert_bias: bool = False,
     shared_gate: bool = True,
+    shared_rows: int | str = 1,
     dense_key: str = "intermediate_size",
     extra_head_slices: tuple[TensorSlice, ...] = (),
+    extra_expert_slices: tuple[TensorSlice, ...] = (),
     **decoder,
 ) -> tuple[DimensionGroup, ...]:
     """The Llama-layout groups of a MoE decoder plus experts, expert neurons and the shared expert's neurons.
@@ -46,10 +48,15 @@ def moe_groups(
             `intermediate_size`, present only in those layers.
         shared_expert (`str`, *optional*): Module path of a shared expert MLP (Qwen2-MoE, Llama 4), with a
             sigmoid gate `{shared_expert}_gate` reading the hidden size when `shared_gate`.
+        shared_rows (`int | str`): Shared-expert neurons per unit of `shared_key` (a config key: ERNIE-4.5's
+            shared experts are `moe_intermediate_size x moe_num_shared_experts` wide and pruned with the experts'
+            width, so a unit is that many adjacent neurons).
         transposed (`bool`): Experts stored `[E, H, 2I]` / `[E, I, H]` (gpt-oss, Llama 4); else `[E, 2I, H]` /
             `[E, H, I]`. `interleaved`: the 2I entries alternate gate, up (gpt-oss) instead of [gate | up].
         dense_key (`str`): Config key of the dense layers' MLP width (`intermediate_size_mlp` in Llama 4).
         extra_head_slices (`tuple[TensorSlice, ...]`): Per-head tensors beyond the projections (gpt-oss `sinks`).
+        extra_expert_slices (`tuple[TensorSlice, ...]`): Per-expert tensors beyond the router's (ERNIE-4.5's
+            `[1, E]` score-correction bias).
     """
     layers_path = decoder.get("layers_path", "model.layers")
     neurons, heads, channels = decoder_groups(**decoder)
@@ -100,6 +107,7 @@ def moe_groups(
                 TensorSlice(f"{router}.weight", 0, optional=True),
                 TensorSlice(f"{router}.bias", 0, optional=True),
                 TensorSlice(f"{router}.e_score_correction_bias", 0, optional=True),
+                *extra_expert_slices,
             ),
             observe=Observation((e,), at="experts", optional=True),
             lower_bound="num_experts_per_tok",
@@ -113,6 +121,13 @@ def moe_groups(
         groups.append(_optional(neurons))
     if shared_expert:
         s_mlp = decoder_groups(mlp=shared_expert)[0]
+        if shared_rows != 1:
+            unit = (Segment(rows=shared_rows),)
+            s_mlp = dataclasses.replace(
+                s_mlp,
+                slices=tuple(dataclasses.replace(t, segments=unit) for t in s_mlp.slices),
+                observe=dataclasses.replace(s_mlp.observe, rows=shared_rows),
+            )
         groups.append(
             dataclasses.replace(
                 _optional(s_mlp),
@@ -125,6 +140,7 @@ def moe_groups(
             TensorSlice(f"{every}{shared_expert}.gate_proj.weight", 1, role="in", optional=True),
             TensorSlice(f"{every}{shared_expert}.up_proj.weight", 1, role="in", optional=True),
             TensorSlice(f"{every}{shared_expert}.down_proj.weight", 0, optional=True),
+            TensorSlice(f"{every}{shared_expert}.down_proj.bias", 0, optional=True),
         )
         if shared_gate:
             hidden_slices += (
@@ -149,6 +165,30 @@ def sparse_step_pattern(config, kept_layers: list[int]) -> dict:
     dense = set(getattr(config, "mlp_only_layers", None) or [])
     was_dense = [i in dense or not (config.num_experts > 0 and (i + 1) % step == 0) for i in kept_layers]
     return {"decoder_sparse_step": 1, "mlp_only_layers": [j for j, d in enumerate(was_dense) if d]}
+
+
+def ernie_moe_pattern(config, kept_layers: list[int]) -> dict:
+    """ERNIE-4.5 places its MoE layers by `moe_layer_start_index`, `moe_layer_end_index` and
+    `moe_layer_interval`: after dropping layers, the same three for the kept ones (`ValueError` naming
+    `layers_to_drop` when no such triple describes them)."""
+    start, end, step = config.moe_layer_start_index, config.moe_layer_end_index, config.moe_layer_interval
+    end = config.num_hidden_layers - 1 if end == -1 else end
+    sparse = [j for j, i in enumerate(kept_layers) if (i + 1) % step == 0 and start <= i <= end]
+    if not sparse:
+        return {"moe_layer_start_index": len(kept_layers), "moe_layer_end_index": len(kept_layers) - 1}
+    for interval in dict.fromkeys((step, 1)):
+        rebuilt = [j for j in range(sparse[0], sparse[-1] + 1) if (j + 1) % interval == 0]
+        if rebuilt == sparse:
+            return {
+                "moe_layer_start_index": sparse[0],
+                "moe_layer_end_index": sparse[-1],
+                "moe_layer_interval": interval,
+            }
+    raise ValueError(
+        f"layers_to_drop leaves MoE layers at {sparse} of the kept ones, which moe_layer_start_index, "
+        "moe_layer_end_index and moe_layer_interval cannot describe: allowed layer choices that keep the MoE "
+        "layers evenly spaced"
+    )
 
 
 _EXPERT_ATTRIBUTES = (("hidden_dim", "hidden_size"),)
@@ -319,5 +359,33 @@ GRANITEMOE = register(
         ),
         notes="Mixtral's layout under block_sparse_moe, with Granite's embedding, residual, attention and logit "
         "multipliers (scalars, kept).",
+    )
+)
+ERNIE4_5_MOE = register(
+    ArchitectureSpec(
+        model_types=("ernie4_5_moe",),
+        groups=moe_groups(
+            experts_key="num_experts",  # the config's attribute_map names moe_num_experts so
+            width_key="moe_intermediate_size",
+            dense_mlp=True,
+            shared_expert="mlp.shared_experts",
+            shared_key="moe_intermediate_size",
+            shared_gate=False,
+            shared_rows="moe_num_shared_experts",
+            extra_expert_slices=(
+                TensorSlice("mlp.gate.moe_statics.e_score_correction_bias", 1, optional=True),
+            ),
+        ),
+        module_size_attributes=(
+            *_EXPERT_ATTRIBUTES,
+            ("num_experts", "num_experts"),
+            ("intermediate_dim", "moe_intermediate_size"),
+        ),
+        layer_pattern_values=ernie_moe_pattern,
+        notes="Experts [E, 2I, H], a float32 softmax router whose selection adds a [1, E] score-correction bias "
+        "(mlp.gate.moe_statics, cut with the experts); the shared experts are moe_intermediate_size x "
+        "moe_num_shared_experts wide and pruned with the experts' width, in units of moe_num_shared_experts adjacent "
+        "neurons; dense layers outside moe_layer_start_index..moe_layer_end_index (every moe_layer_interval) keep "
+        "intermediate_size, and the three are rewritten when layers are dropped.",
     )
 )
