@@ -665,14 +665,24 @@ def test_glm4_moe_depth_pruning_recounts_the_dense_prefix(tmp_path, dropped, den
     torch.testing.assert_close(_logits(reloaded, batch), _logits(model, batch), atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("override", [dict(n_group=2, topk_group=1), dict(n_shared_experts=2)])
-def test_glm4_moe_layouts_the_groups_do_not_describe_are_refused(override):
-    """Group-limited routing and several shared experts (a shared expert wider than a routed one) are refused
-    before any tensor changes, naming the field."""
-    model = tiny_model("glm4_moe", **override)
+def test_glm4_moe_with_two_shared_experts_prunes_them_in_pairs():
+    """n_shared_experts=2: the shared MLP is twice an expert's width and loses two neurons per expert neuron."""
+    model = tiny_model("glm4_moe", n_shared_experts=2)
+    kill_neurons(model)
+    batch = random_batches(n=1, pad_last=3, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(importance="activation", moe_intermediate_size=24)
+    prune_model(model, target, estimate_importance(model, [*random_batches(pad_last=4), batch], target))
+    assert model.model.layers[1].mlp.shared_experts.up_proj.weight.shape == (48, 64)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(model.config)
+
+
+def test_glm4_moe_group_limited_routing_is_refused():
+    """Experts routed within groups (n_group > 1) are refused before any tensor changes, naming the field."""
+    model = tiny_model("glm4_moe", n_group=2, topk_group=1)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    key, value = next(iter(override.items()))
-    with pytest.raises(ValueError, match=f"{key}={value} is not supported yet for glm4_moe: allowed 1"):
+    with pytest.raises(ValueError, match="n_group=2 is not supported yet for glm4_moe: allowed 1"):
         prune_model(model, PruningConfig(num_local_experts=2, importance="activation"), _manual_scores(model))
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert model.config.n_routed_experts == 4

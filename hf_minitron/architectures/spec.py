@@ -69,7 +69,7 @@ class ArchitectureSpec:
         unsupported_nonzero_keys (`tuple[str, ...]`, defaults to `()`): Config keys whose non-zero value means a
             part the groups do not describe (Granite 4's routed experts): such a model is refused before surgery.
         required_values (`tuple[tuple[str, object], ...]`, defaults to `()`): (config key, value) pairs the groups
-            assume (GLM-4-MoE: one expert group, one shared expert sized like a routed one); a model with another
+            assume (GLM-4-MoE: one expert group, no group-limited routing); a model with another
             value is refused before surgery.
         notes (`str`): Anything else worth knowing (kept in one place rather than in code branches).
     """
