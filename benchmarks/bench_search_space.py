@@ -16,8 +16,9 @@ from transformers import LlamaConfig, NemotronHConfig, Qwen3MoeConfig
 from hf_minitron.counting import CostModel, count_active_parameters, count_parameters
 from hf_minitron.search import enumerate_candidates
 
-# Nemotron-H-8B's layer pattern as its config writes it (M: Mamba-2, *: attention, -: MLP); shapes from the
-# published configs (Llama 3.1 8B, Qwen3-30B-A3B, Nemotron-H 8B).
+# A Nemotron-H-8B-like hybrid: its published widths (hidden 4096, FFN 21504, 128 Mamba heads) with an illustrative
+# 56-layer pattern (M: Mamba-2, *: attention, -: MLP), not the checkpoint's exact one. Llama 3.1 8B and
+# Qwen3-30B-A3B are their published shapes (8.03B; 30.5B total, 3.3B active).
 NEMOTRON_H_8B_PATTERN = "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-"
 
 MODELS = {
