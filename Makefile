@@ -33,6 +33,7 @@ bench: $(VENV)/.bench
 	$(PY) benchmarks/bench_prune_memory.py
 	$(PY) benchmarks/bench_distill_memory.py
 	$(PY) benchmarks/bench_search.py
+	$(PY) benchmarks/bench_search_space.py
 	$(PY) benchmarks/bench_importance_criteria.py
 	$(PY) benchmarks/bench_prune_memory.py --model-type phi3 --prune-heads
 	$(PY) benchmarks/bench_moe_importance.py

@@ -208,16 +208,6 @@ def test_pruned_hybrid_student_distills_with_the_trainer(arch, tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
 
 
-@pytest.mark.parametrize("arch", ["nemotron_h"])
-def test_parameter_budget_is_refused_naming_the_pattern(arch):
-    """The budget's cost fit assumes identical layers: refused before anything changes, explicit sizes allowed."""
-    model = tiny_model(arch)
-    with pytest.raises(
-        ValueError, match=r"target_params .* not supported yet: .*layers_block_type.*mamba_num_heads"
-    ):
-        prune_model(model, PruningConfig(target_params=50_000, importance="activation"))
-
-
 # ------------------------------------------------- Bamba, Granite 4: Mamba width tied to the hidden size
 BAMBA_PATTERN = [MAMBA, ATTENTION, MAMBA, MAMBA, ATTENTION]  # bamba: attn_layer_indices [1, 4]
 TIED = {

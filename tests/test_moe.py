@@ -11,7 +11,7 @@ from transformers import AutoModelForCausalLM
 from hf_minitron.architectures import get_spec
 from hf_minitron.architectures.dimensions import unit_shape
 from hf_minitron.config import PruningConfig
-from hf_minitron.counting import CostModel, count_active_parameters, count_parameters, flops_per_token
+from hf_minitron.counting import count_active_parameters, count_parameters, flops_per_token
 from hf_minitron.importance import ImportanceScores, estimate_importance
 from hf_minitron.importance.experts import ExpertStatistic, observed_experts_forward
 from hf_minitron.importance.hooks import HookSet
@@ -341,15 +341,6 @@ def test_budgets_resolve_experts_and_expert_width_exactly(arch):
     assert count_active_parameters(model.config) == config.target_active_params
     with pytest.raises(ValueError, match="target_active_params=1 is below .* allowed"):
         resolve_target_params(c, PruningConfig(target_active_params=1))
-
-
-def test_search_on_moe_is_refused_with_the_alternative():
-    from hf_minitron.search.space import enumerate_candidates
-
-    with pytest.raises(ValueError, match="search is not supported for MixtralConfig.*allowed explicit sizes"):
-        CostModel(tiny_model("mixtral").config)
-    with pytest.raises(ValueError, match="search is not supported for Qwen3MoeConfig"):
-        enumerate_candidates(tiny_model("qwen3_moe").config, 100_000)
 
 
 def test_a_routed_expert_with_zero_output_ranks_last_under_reap_only():

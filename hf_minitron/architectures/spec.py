@@ -181,6 +181,29 @@ class ArchitectureSpec:
         target = f"{self.embed_path}.weight"
         return next((g for g in self.groups if any(s.path == target for s in g.slices)), None)
 
+    def depth_values(self, config, kept_layers: list[int]) -> dict:
+        """The text-config entries that describe which layers remain: per-layer lists sliced to `kept_layers`,
+        "first N layers" fields recounted, layer-index lists remapped, derived patterns rewritten."""
+        text = text_config(config)
+        n_layers = text.num_hidden_layers
+        values: dict = {}
+        for name in self.per_layer_config_lists:
+            current = getattr(text, name, None)
+            if isinstance(current, (list, tuple)) and len(current) == n_layers:
+                values[name] = [current[i] for i in kept_layers]
+        for name in self.layer_prefix_count_fields:
+            current = getattr(text, name, None)
+            if isinstance(current, int):
+                values[name] = sum(1 for i in kept_layers if i < current)
+        for name in self.layer_index_lists:
+            current = getattr(text, name, None)
+            if isinstance(current, (list, tuple)):
+                values[name] = [kept_layers.index(i) for i in current if i in kept_layers]
+        if self.layer_pattern_values is not None:
+            values.update(self.layer_pattern_values(text, kept_layers))
+        values["num_hidden_layers"] = len(kept_layers)
+        return values
+
     def check_sizes(self, config, sizes: dict[str, int]) -> None:
         """`ValueError` naming the field when `sizes` break a constraint the modeling code assumes silently."""
         self.check_layer_kinds(config)

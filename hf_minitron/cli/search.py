@@ -27,6 +27,10 @@ class SearchArguments:
         default=None,
         metadata={"help": "Parameter budget: 4B, 350M, 1.5e9, or a share of the model such as 50%."},
     )
+    target_active_params: str | None = field(
+        default=None,
+        metadata={"help": "Budget in parameters a token touches (mixture-of-experts models): 3B, 50%."},
+    )
     target_flops_per_token: str | None = field(
         default=None,
         metadata={"help": "Budget in forward FLOPs per token at --search_seq_len (e.g. 8G, 50%)."},
@@ -96,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
 
     from hf_minitron import PruningConfig, estimate_importance
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer, print_json
+    from hf_minitron.counting import count_active_parameters
     from hf_minitron.data import calibration_batches, iter_texts, load_texts, pack_texts
     from hf_minitron.distillation import DistillationArguments
     from hf_minitron.hub import architecture_summary, base_model_license, recorded_command, write_model_card
@@ -128,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
     seq = search_args.search_seq_len
     budgets = {
         "target_params": parse_budget(search_args.target_params, count_parameters(config), "target_params"),
+        "target_active_params": parse_budget(
+            search_args.target_active_params, count_active_parameters(config), "target_active_params"
+        ),
         "target_flops_per_token": parse_budget(
             search_args.target_flops_per_token, flops_per_token(config, seq), "target_flops_per_token"
         ),
@@ -138,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
         ),
     }
     if all(v is None for v in budgets.values()):
-        raise ValueError("a budget is required: --target_params (e.g. 4B or 50%), --target_flops_per_token or "
-                         "--target_kv_cache_bytes_per_token")  # fmt: skip
+        raise ValueError("a budget is required: --target_params (e.g. 4B or 50%), --target_active_params, "
+                         "--target_flops_per_token or --target_kv_cache_bytes_per_token")  # fmt: skip
     pruning_config = PruningConfig(
         target_params=budgets["target_params"] or count_parameters(config),  # scores every axis
         importance=search_args.importance,
@@ -175,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
         model,
         scores,
         budgets["target_params"],
+        target_active_params=budgets["target_active_params"],
         target_flops_per_token=budgets["target_flops_per_token"],
         target_kv_cache_bytes_per_token=budgets["target_kv_cache_bytes_per_token"],
         seq_len=seq,

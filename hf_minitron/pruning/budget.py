@@ -96,7 +96,13 @@ def resolve_target_params(model_config, pruning_config, tolerance: float = 0.05)
         columns.append(np.clip(np.round(base[key] * factors / step) * step, step, base[key]))
     grid = np.unique(np.stack(columns, axis=1), axis=0) if columns else np.zeros((1, 0))
     sizes = {**fixed, **{k: grid[:, i] for i, k in enumerate(scaled)}}
-    counts = cost_model(model_config).params(sizes)
+    kept = None
+    if pruning_config.layers_to_drop:  # layers may differ in cost (hybrids): count the ones that stay
+        remaining = [
+            i for i in range(base["num_hidden_layers"]) if i not in set(pruning_config.layers_to_drop)
+        ]
+        kept = lambda n: remaining if n == len(remaining) else range(n)  # noqa: E731
+    counts = cost_model(model_config).params(sizes, kept)
     counts = np.broadcast_to(counts, (grid.shape[0],))
     largest = count_parameters(model_config)
     check_budget("target_params", target, float(np.min(counts)), largest)
@@ -110,7 +116,7 @@ def resolve_target_params(model_config, pruning_config, tolerance: float = 0.05)
         raise ValueError(
             f"target_params={target:,} is invalid: no shape near it is accepted by the config class"
         )
-    exact = count_parameters(model_config, shape)
+    exact = count_parameters(model_config, shape, kept(shape["num_hidden_layers"]) if kept else None)
     if abs(exact - target) > tolerance * target:
         logger.warning(
             "target_params=%s: the closest common-factor shape has %s parameters (%.1f%% off); "

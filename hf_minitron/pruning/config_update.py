@@ -13,25 +13,8 @@ _SEARCH_RADIUS = 4096  # how far `nearest_valid` looks on each side of a refused
 def pruned_config_values(
     config, spec: ArchitectureSpec, sizes: dict[str, int], kept_layers: list[int]
 ) -> dict:
-    """The text-config entries that change: sizes (`head_dim` explicitly), per-layer lists sliced to the kept
-    layers, "first N layers" fields recounted, layer-index lists remapped."""
-    text = text_config(config)
-    n_layers = text.num_hidden_layers
-    values = {}
-    for name in spec.per_layer_config_lists:
-        current = getattr(text, name, None)
-        if isinstance(current, (list, tuple)) and len(current) == n_layers:
-            values[name] = [current[i] for i in kept_layers]
-    for name in spec.layer_prefix_count_fields:
-        current = getattr(text, name, None)
-        if isinstance(current, int):
-            values[name] = sum(1 for i in kept_layers if i < current)
-    for name in spec.layer_index_lists:
-        current = getattr(text, name, None)
-        if isinstance(current, (list, tuple)):
-            values[name] = [kept_layers.index(i) for i in current if i in kept_layers]
-    if spec.layer_pattern_values is not None:
-        values.update(spec.layer_pattern_values(text, kept_layers))
+    """The text-config entries that change: sizes (`head_dim` explicitly) and the kept layers' description."""
+    values = spec.depth_values(config, kept_layers)
     values.update(sizes)
     head_dim = spec.shape(config).get("head_dim")
     if head_dim is not None:

@@ -112,21 +112,25 @@ class SearchResult:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def to_markdown(self) -> str:
-        """The ranking as a Markdown table."""
+        """The ranking as a Markdown table, one column per size of the model (its config keys)."""
+        keys = list(self.ranking[0].candidate.sizes) if self.ranking else []
+        active = any(r.candidate.active_params not in (None, r.candidate.params) for r in self.ranking)
+        header = ["rank", "family", *keys, "params", *(["active params"] if active else [])]
+        header += ["loss after pruning", "loss after retraining"]
         lines = [
-            "| rank | family | hidden | MLP | heads / KV | layers | params | loss after pruning | loss after retraining |",
-            "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| " + " | ".join(header) + " |",
+            "|" + "|".join("---" if h == "family" else "---:" for h in header) + "|",
         ]
         for i, r in enumerate(self.ranking, 1):
             c = r.candidate
             retrained = "-" if r.loss_after_retraining is None else f"{r.loss_after_retraining:.4f}"
-            lines.append(
-                f"| {i} | {c.family} | {c.hidden_size} | {c.intermediate_size} | {c.num_attention_heads} / "
-                f"{c.num_key_value_heads} | {c.num_hidden_layers} | {c.params:,} | {r.loss_after_pruning:.4f} | "
-                f"{retrained} |"
-            )
+            cells = [str(i), c.family, *(str(c.sizes[k]) for k in keys), f"{c.params:,}"]
+            cells += [f"{c.active_params:,}"] if active else []
+            cells += [f"{r.loss_after_pruning:.4f}", retrained]
+            lines.append("| " + " | ".join(cells) + " |")
         for r in self.failures:
-            lines.append(f"| failed | {r.candidate.family} | {r.candidate.name}: {r.error} | | | | | | |")
+            cells = ["failed", r.candidate.family, f"{r.candidate.name}: {r.error}"]
+            lines.append("| " + " | ".join(cells + [""] * (len(header) - len(cells))) + " |")
         return "\n".join(lines) + "\n"
 
 
@@ -205,6 +209,18 @@ def _distill(student, teacher, args, train_dataset, steps: int, output_dir: str,
     return student
 
 
+def _kept_by_scores(scores):
+    """The layers `prune_model` keeps at each depth with these scores (what a candidate's count must assume when
+    layers differ in cost), or None without layer scores."""
+    from hf_minitron.pruning.depth import layers_to_keep
+
+    layer_scores = scores.get("layers") if scores is not None else None
+    if layer_scores is None:
+        return None
+    contiguous = scores.metadata.get("depth_metric") == "contiguous"
+    return lambda depth: layers_to_keep(len(layer_scores), depth, layer_scores, contiguous)
+
+
 def search_architectures(
     model: nn.Module,
     scores,
@@ -218,6 +234,7 @@ def search_architectures(
     tolerance: float = 0.05,
     target_flops_per_token: float | None = None,
     target_kv_cache_bytes_per_token: float | None = None,
+    target_active_params: int | None = None,
     seq_len: int = 4096,
     families: tuple[str, ...] = FAMILIES,
     pruning_config=None,
@@ -240,7 +257,8 @@ def search_architectures(
         scores (`ImportanceScores`): Scores for every axis (`estimate_importance` with a `PruningConfig` whose
             `target_params` is set scores them all).
         target_params (`int`, *optional*): Total parameter budget (exact counts, embeddings and lm_head
-            included). Or/and `target_flops_per_token`, `target_kv_cache_bytes_per_token` at `seq_len`.
+            included). Or/and `target_active_params` (parameters a token touches: a mixture-of-experts model's
+            experts per token), `target_flops_per_token`, `target_kv_cache_bytes_per_token` at `seq_len`.
         train_dataset, eval_dataset (`datasets.Dataset`): Packed blocks (`input_ids`, `attention_mask`,
             `labels`); `train_dataset` may be None when `steps_per_candidate=0`.
         args (`DistillationArguments`, *optional*): Training settings; `max_steps` and `output_dir` are set per
@@ -273,6 +291,8 @@ def search_architectures(
         candidates = enumerate_candidates(
             model.config,
             target_params,
+            target_active_params=target_active_params,
+            kept=_kept_by_scores(scores),
             target_flops_per_token=target_flops_per_token,
             target_kv_cache_bytes_per_token=target_kv_cache_bytes_per_token,
             seq_len=seq_len,
@@ -292,6 +312,7 @@ def search_architectures(
         "target_params": target_params,
         "target_flops_per_token": target_flops_per_token,
         "target_kv_cache_bytes_per_token": target_kv_cache_bytes_per_token,
+        "target_active_params": target_active_params,
         "seq_len": seq_len,
         "tolerance": tolerance,
         "steps_per_candidate": steps_per_candidate,
