@@ -60,10 +60,11 @@ class PruningConfig:
         shared_intermediate_size (`int`, *optional*): New width of Granite 4's shared MLP, in every layer.
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
         num_experts, num_local_experts (`int`, *optional*): New number of experts in every MoE layer (the family's
-            key: `num_experts` for Qwen-MoE and OLMoE, `num_local_experts` for Mixtral and gpt-oss); at least
+            key: `num_experts` for Qwen-MoE, OLMoE and ERNIE-4.5, `num_local_experts` for Mixtral, gpt-oss, Llama 4,
+            Phi-MoE, Granite-MoE and GLM-4-MoE, whose configs map these names to their own); at least
             `num_experts_per_tok`.
-        moe_intermediate_size (`int`, *optional*): New width of every expert (Qwen-MoE); Mixtral, OLMoE and
-            gpt-oss size their experts with `intermediate_size`.
+        moe_intermediate_size (`int`, *optional*): New width of every expert (Qwen-MoE, GLM-4-MoE, ERNIE-4.5);
+            Mixtral, OLMoE, gpt-oss, Llama 4, Phi-MoE and Granite-MoE size their experts with `intermediate_size`.
         shared_expert_intermediate_size (`int`, *optional*): New width of the shared expert (Qwen2-MoE).
         intermediate_size_mlp (`int`, *optional*): New width of the dense layers' MLP (Llama 4, whose experts and
             shared expert share `intermediate_size`).
