@@ -715,3 +715,37 @@ def test_ernie_moe_layers_that_no_interval_describes_are_refused():
         prune_model(model, PruningConfig(layers_to_drop=[0], importance="activation"))
     assert model.config.num_hidden_layers == 4
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_router_aux_loss_in_a_training_run_from_a_saved_config(tmp_path):
+    """The documented path: prune, save, switch the loss on in config.json, reload, train with gradient
+    accumulation; every logged step carries aux_loss, and the saved student keeps the setting."""
+    import json
+
+    from distill_worker import tiny_args, token_dataset
+
+    from hf_minitron import DistillationTrainer
+
+    teacher, student = tiny_model("qwen3_moe", seed=1), tiny_model("qwen3_moe", seed=1)
+    prune_model(student, PruningConfig(num_experts=3), _manual_scores(student))
+    student.save_pretrained(tmp_path / "pruned")
+    config = json.loads((tmp_path / "pruned" / "config.json").read_text())
+    assert config["output_router_logits"] is False  # the default: off
+    config.update(output_router_logits=True, router_aux_loss_coef=0.01)
+    (tmp_path / "pruned" / "config.json").write_text(json.dumps(config))
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned")
+    args = tiny_args(
+        tmp_path / "out",
+        max_steps=2,
+        logging_steps=1,
+        gradient_accumulation_steps=2,
+        per_device_train_batch_size=2,
+    )
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(8)
+    )
+    trainer.train()
+    steps = [log for log in trainer.state.log_history if "loss" in log and "train_runtime" not in log]
+    assert len(steps) == 2 and all(0 < log["aux_loss"] < 10 for log in steps)
+    trainer.save_model(tmp_path / "out")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["output_router_logits"] is True
