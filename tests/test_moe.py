@@ -749,3 +749,25 @@ def test_router_aux_loss_in_a_training_run_from_a_saved_config(tmp_path):
     assert len(steps) == 2 and all(0 < log["aux_loss"] < 10 for log in steps)
     trainer.save_model(tmp_path / "out")
     assert json.loads((tmp_path / "out" / "config.json").read_text())["output_router_logits"] is True
+
+
+@pytest.mark.parametrize("arch", ["glm4_moe", "llama4_text"])
+def test_router_aux_loss_of_a_family_without_one_warns_and_adds_nothing(tmp_path, arch, caplog):
+    from distill_worker import tiny_args, token_dataset
+
+    from hf_minitron import DistillationTrainer
+
+    teacher = tiny_model(arch, seed=1)
+    student = tiny_model(arch, seed=1, output_router_logits=True, router_aux_loss_coef=0.125)
+    trainer = DistillationTrainer(
+        model=student, teacher_model=teacher, args=tiny_args(tmp_path, lm_weight=0.5)
+    )
+    inputs = {k: torch.tensor(v) for k, v in token_dataset(2)[:].items()}
+    student.train()
+    with caplog.at_level("WARNING", logger="hf_minitron.distillation.router"):
+        on = trainer.compute_loss(student, inputs)
+    assert f"{arch}'s forward returns no aux_loss" in caplog.text
+    trainer.log({"loss": 0.0})
+    assert "aux_loss" not in trainer.state.log_history[-1]
+    student.config.output_router_logits = False
+    torch.testing.assert_close(trainer.compute_loss(student, inputs), on)
