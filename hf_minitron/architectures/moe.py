@@ -34,6 +34,7 @@ def moe_groups(
     expert_bias: bool = False,
     shared_gate: bool = True,
     shared_rows: int | str = 1,
+    shared_names: dict[str, str] | None = None,
     dense_key: str = "intermediate_size",
     extra_head_slices: tuple[TensorSlice, ...] = (),
     extra_expert_slices: tuple[TensorSlice, ...] = (),
@@ -51,6 +52,8 @@ def moe_groups(
         shared_rows (`int | str`): Shared-expert neurons per unit of `shared_key` (a config key: ERNIE-4.5's
             shared experts are `moe_intermediate_size x moe_num_shared_experts` wide and pruned with the experts'
             width, so a unit is that many adjacent neurons).
+        shared_names (`dict[str, str]`, *optional*): `decoder_groups` names of the shared MLP's projections when
+            they differ from gate/up/down (Granite's fused `input_linear` / `output_linear`).
         transposed (`bool`): Experts stored `[E, H, 2I]` / `[E, I, H]` (gpt-oss, Llama 4); else `[E, 2I, H]` /
             `[E, H, I]`. `interleaved`: the 2I entries alternate gate, up (gpt-oss) instead of [gate | up].
         dense_key (`str`): Config key of the dense layers' MLP width (`intermediate_size_mlp` in Llama 4).
@@ -120,12 +123,16 @@ def moe_groups(
     if dense_mlp:
         groups.append(_optional(neurons))
     if shared_expert:
-        s_mlp = decoder_groups(mlp=shared_expert)[0]
+        s_mlp, _, s_channels = decoder_groups(
+            mlp=shared_expert, layers_path=layers_path, **(shared_names or {})
+        )
         if shared_rows != 1:
-            unit = (Segment(rows=shared_rows),)
             s_mlp = dataclasses.replace(
                 s_mlp,
-                slices=tuple(dataclasses.replace(t, segments=unit) for t in s_mlp.slices),
+                slices=tuple(
+                    dataclasses.replace(t, segments=tuple(Segment(rows=shared_rows) for _ in t.segments))
+                    for t in s_mlp.slices
+                ),
                 observe=dataclasses.replace(s_mlp.observe, rows=shared_rows),
             )
         groups.append(
@@ -136,11 +143,9 @@ def moe_groups(
                 unit="one neuron of the shared expert",
             )
         )
-        hidden_slices += (
-            TensorSlice(f"{every}{shared_expert}.gate_proj.weight", 1, role="in", optional=True),
-            TensorSlice(f"{every}{shared_expert}.up_proj.weight", 1, role="in", optional=True),
-            TensorSlice(f"{every}{shared_expert}.down_proj.weight", 0, optional=True),
-            TensorSlice(f"{every}{shared_expert}.down_proj.bias", 0, optional=True),
+        # what of the shared MLP reads and writes the hidden size, as decoder_groups declares it for any MLP
+        hidden_slices += tuple(
+            dataclasses.replace(t, optional=True) for t in s_channels.slices if f".{shared_expert}." in t.path
         )
         if shared_gate:
             hidden_slices += (
