@@ -393,7 +393,11 @@ def test_heads_hidden_size_and_depth_prune_on_moe_families(arch, tmp_path):
     sizes = {experts_key: 3, width_key: 16, "num_key_value_heads": 2, "hidden_size": 48}
     if get_spec(model).heads_span_hidden:  # OLMoE: q_norm spans the hidden size
         sizes.update(hidden_size=32, num_attention_heads=4)
-    extra = {k: 24 for k in ("shared_expert_intermediate_size",) if hasattr(model.config, k)}
+    extra = {
+        k: 24
+        for k in ("shared_expert_intermediate_size", "shared_intermediate_size")
+        if hasattr(model.config, k)
+    }
     prune_model(model, PruningConfig(layers_to_drop=[2], **sizes, **extra), _manual_scores(model))
     fresh = AutoModelForCausalLM.from_config(model.config)
     assert {k: v.shape for k, v in fresh.state_dict().items()} == {
@@ -411,7 +415,9 @@ DEAD_CHANNELS = torch.arange(0, 64, 4)
 
 # OLMoE's q_norm is hidden-size wide (zero_channels would zero it); Llama4ForCausalLM.get_decoder() is not its
 # decoder in transformers 5.x (zero_channels finds no final norm)
-@pytest.mark.parametrize("arch", ["glm4_moe", "gpt_oss", "granitemoe", "mixtral", "qwen2_moe", "qwen3_moe"])
+@pytest.mark.parametrize(
+    "arch", ["glm4_moe", "gpt_oss", "granitemoe", "granitemoeshared", "mixtral", "qwen2_moe", "qwen3_moe"]
+)
 def test_dead_channels_through_experts_prune_exactly(arch):
     """Channels that no expert, router, shared expert or projection reads or writes rank last, and cutting them
     keeps the logits (the expert tensors are sliced along the hidden size)."""
@@ -428,6 +434,9 @@ def test_dead_channels_through_experts_prune_exactly(arch):
             _router(block).weight[:, DEAD_CHANNELS] = 0
             if hasattr(block, "shared_expert_gate"):
                 block.shared_expert_gate.weight[:, DEAD_CHANNELS] = 0
+        for layer in model.model.layers:  # Granite's shared MLP writes through output_linear
+            if getattr(layer, "shared_mlp", None) is not None:
+                layer.shared_mlp.output_linear.weight[DEAD_CHANNELS] = 0
     batch = random_batches(n=1, seed=1)[0]
     before = _logits(model, batch)
     target = PruningConfig(hidden_size=48, importance="activation", rescale_norms=True)  # RMS gains follow
@@ -771,3 +780,23 @@ def test_router_aux_loss_of_a_family_without_one_warns_and_adds_nothing(tmp_path
     assert "aux_loss" not in trainer.state.log_history[-1]
     student.config.output_router_logits = False
     torch.testing.assert_close(trainer.compute_loss(student, inputs), on)
+
+
+def test_granite_shared_mlp_width_prunes_like_a_dense_mlp():
+    """Granite-MoE's shared MLP (fused [gate | up] input_linear): dead neurons rank last and cutting them keeps
+    the logits; the expert width is untouched."""
+    model = tiny_model("granitemoeshared")  # shared_intermediate_size 48
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.shared_mlp.input_linear.weight[48:64] = 0  # up half of neurons 0-15
+    batch = random_batches(n=1, seed=1)[0]
+    before = _logits(model, batch)
+    config = PruningConfig(shared_intermediate_size=32, importance="activation")
+    scores = estimate_importance(model, random_batches(), config)
+    assert set(scores.tensors) == {"shared_neurons"}
+    assert (scores.shared_neurons[:, :16] == 0).all() and (scores.shared_neurons[:, 16:] > 0).all()
+    prune_model(model, config, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    shared = model.model.layers[0].shared_mlp
+    assert shared.input_linear.weight.shape == (64, 64) and shared.output_linear.weight.shape == (64, 32)
+    assert model.model.layers[0].block_sparse_moe.experts.down_proj.shape == (4, 64, 32)

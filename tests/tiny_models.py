@@ -327,6 +327,17 @@ MOE_OVERRIDES: dict[str, dict] = {
         attention_multiplier=0.2,
         logits_scaling=4.0,
     ),
+    # Granite-MoE plus a shared MLP with a fused [gate | up] input_linear
+    "granitemoeshared": dict(
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        intermediate_size=32,
+        shared_intermediate_size=48,
+        embedding_multiplier=2.0,
+        residual_multiplier=0.5,
+        attention_multiplier=0.2,
+        logits_scaling=4.0,
+    ),
     # layer 0 dense (moe_layer_start_index), two shared experts as wide as two routed ones, score-correction bias
     "ernie4_5_moe": dict(
         moe_num_experts=4,

@@ -395,3 +395,23 @@ ERNIE4_5_MOE = register(
         "intermediate_size, and the three are rewritten when layers are dropped.",
     )
 )
+GRANITEMOE_SHARED = register(
+    ArchitectureSpec(
+        model_types=("granitemoeshared",),
+        groups=moe_groups(
+            experts_key="num_local_experts",
+            width_key="intermediate_size",
+            mlp="block_sparse_moe",
+            router="block_sparse_moe.router",
+            experts="block_sparse_moe.experts",
+            shared_expert="shared_mlp",
+            shared_key="shared_intermediate_size",
+            shared_gate=False,
+            shared_names={"gate_up_proj": "input_linear", "down_proj": "output_linear"},
+        ),
+        module_size_attributes=GRANITEMOE.module_size_attributes,
+        notes="Granite-MoE plus a shared MLP next to the experts (shared_mlp: fused [gate | up] input_linear, "
+        "output_linear), pruned like a dense MLP on shared_intermediate_size (its cached hidden_size is not used "
+        "by its forward, which splits input_linear in halves).",
+    )
+)
