@@ -197,7 +197,7 @@ def test_observed_forward_matches_the_stock_experts(arch):
 
 
 @pytest.mark.parametrize("criterion", ["taylor", "magnitude"])
-@pytest.mark.parametrize("arch", ["gpt_oss", "qwen2_moe"])
+@pytest.mark.parametrize("arch", ["ernie4_5_moe", "glm4_moe", "gpt_oss", "granitemoeshared", "qwen2_moe"])
 def test_gradient_and_weight_criteria_score_expert_groups(arch, criterion):
     model = tiny_model(arch)
     kill_expert(model)
