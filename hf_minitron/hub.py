@@ -86,6 +86,14 @@ def architecture_summary(model_or_config: Any) -> dict[str, Any]:
     summary["vocab_size"] = getattr(text, "vocab_size", None)
     if hasattr(model_or_config, "parameters"):
         summary["parameters"] = sum(p.numel() for p in model_or_config.parameters())
+        try:  # a mixture-of-experts model: what a token touches, next to what is stored
+            from hf_minitron.counting import count_active_parameters, count_parameters
+
+            total, active = count_parameters(config), count_active_parameters(config)
+            if active != total:
+                summary["active_parameters"] = summary["parameters"] - (total - active)
+        except ValueError:
+            pass
     return summary
 
 
@@ -273,10 +281,12 @@ def render_model_card(record: dict[str, Any], repo_id: str | None = None):
     )
     arch = record.get("architecture", {})
     before, after = arch.get("before", {}), arch.get("after", {})
-    keys = ["parameters", *(k for k in {**before, **after} if k not in ("parameters", "model_type"))]
+    counts = ("parameters", "active_parameters")
+    keys = [k for k in counts if k in before or k in after]
+    keys += [k for k in {**before, **after} if k not in (*counts, "model_type")]
     rows = [
         {
-            "name": f"`{k}`" if k != "parameters" else k,
+            "name": k.replace("_", " ") if k in counts else f"`{k}`",
             "before": _fmt(before.get(k)),
             "after": _fmt(after.get(k)),
         }

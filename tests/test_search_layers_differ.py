@@ -167,3 +167,21 @@ def test_search_ranks_moe_and_hybrid_candidates(arch, tmp_path):
     assert result.ranking and not result.failures
     table = result.to_markdown()
     assert all(k in table for k in shape_of(model.config))
+
+
+def test_moe_architecture_summary_and_card_show_active_parameters():
+    """A pruned MoE model's card lists the parameters a token touches next to the stored ones."""
+    from hf_minitron.hub import architecture_summary, render_model_card
+
+    before = tiny_model("mixtral")
+    summary = architecture_summary(before)
+    config = before.config
+    assert summary["active_parameters"] == count_active_parameters(config) < summary["parameters"]
+    config3 = PruningConfig(num_local_experts=3)
+    after = tiny_model("mixtral")
+    prune_model(after, config3, estimate_importance(after, random_batches(n=1), config3))
+    record = {"architecture": {"before": summary, "after": architecture_summary(after)}}
+    text = str(render_model_card(record))
+    active_after = count_active_parameters(after.config)
+    assert f"| active parameters | {summary['active_parameters']:,} | {active_after:,} |" in text
+    assert "active_parameters" not in architecture_summary(tiny_model("llama"))
