@@ -5,8 +5,11 @@ from __future__ import annotations
 from hf_minitron.architectures import (  # noqa: F401
     bamba,
     dense,
+    ernie4_5_moe,
     gemma,
     glm,
+    glm4_moe,
+    granitemoe,
     granitemoehybrid,
     llama,
     mistral,
@@ -15,6 +18,7 @@ from hf_minitron.architectures import (  # noqa: F401
     nemotron_h,
     olmo,
     phi,
+    phimoe,
     qwen,
 )
 from hf_minitron.architectures.dimensions import DimensionGroup, Observation, Segment, TensorSlice

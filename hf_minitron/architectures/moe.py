@@ -172,38 +172,14 @@ def sparse_step_pattern(config, kept_layers: list[int]) -> dict:
     return {"decoder_sparse_step": 1, "mlp_only_layers": [j for j, d in enumerate(was_dense) if d]}
 
 
-def ernie_moe_pattern(config, kept_layers: list[int]) -> dict:
-    """ERNIE-4.5 places its MoE layers by `moe_layer_start_index`, `moe_layer_end_index` and
-    `moe_layer_interval`: after dropping layers, the same three for the kept ones (`ValueError` naming
-    `layers_to_drop` when no such triple describes them)."""
-    start, end, step = config.moe_layer_start_index, config.moe_layer_end_index, config.moe_layer_interval
-    end = config.num_hidden_layers - 1 if end == -1 else end
-    sparse = [j for j, i in enumerate(kept_layers) if (i + 1) % step == 0 and start <= i <= end]
-    if not sparse:
-        return {"moe_layer_start_index": len(kept_layers), "moe_layer_end_index": len(kept_layers) - 1}
-    for interval in dict.fromkeys((step, 1)):
-        rebuilt = [j for j in range(sparse[0], sparse[-1] + 1) if (j + 1) % interval == 0]
-        if rebuilt == sparse:
-            return {
-                "moe_layer_start_index": sparse[0],
-                "moe_layer_end_index": sparse[-1],
-                "moe_layer_interval": interval,
-            }
-    raise ValueError(
-        f"layers_to_drop leaves MoE layers at {sparse} of the kept ones, which moe_layer_start_index, "
-        "moe_layer_end_index and moe_layer_interval cannot describe: allowed layer choices that keep the MoE "
-        "layers evenly spaced"
-    )
-
-
-_EXPERT_ATTRIBUTES = (("hidden_dim", "hidden_size"),)
+EXPERT_ATTRIBUTES = (("hidden_dim", "hidden_size"),)  # experts modules and routers cache it
 
 QWEN3_MOE = register(
     ArchitectureSpec(
         model_types=("qwen3_moe",),
         groups=moe_groups(experts_key="num_experts", width_key="moe_intermediate_size", dense_mlp=True),
         module_size_attributes=(
-            *_EXPERT_ATTRIBUTES,
+            *EXPERT_ATTRIBUTES,
             ("num_experts", "num_experts"),
             ("intermediate_dim", "moe_intermediate_size"),
         ),
@@ -233,7 +209,7 @@ MIXTRAL = register(
         model_types=("mixtral",),
         groups=moe_groups(experts_key="num_local_experts", width_key="intermediate_size"),
         module_size_attributes=(
-            *_EXPERT_ATTRIBUTES,
+            *EXPERT_ATTRIBUTES,
             ("num_experts", "num_local_experts"),
             ("intermediate_dim", "intermediate_size"),
         ),
@@ -250,7 +226,7 @@ OLMOE = register(
         ),
         heads_span_hidden=True,
         module_size_attributes=(
-            *_EXPERT_ATTRIBUTES,
+            *EXPERT_ATTRIBUTES,
             ("num_experts", "num_experts"),
             ("intermediate_dim", "intermediate_size"),
         ),
@@ -270,7 +246,7 @@ GPT_OSS = register(
             extra_head_slices=(TensorSlice("self_attn.sinks", 0, (Segment("query"),)),),
         ),
         module_size_attributes=(
-            *_EXPERT_ATTRIBUTES,
+            *EXPERT_ATTRIBUTES,
             ("num_experts", "num_local_experts"),
         ),
         notes="Experts [E, H, 2I] with interleaved gate/up columns and biases, router with a bias, one attention "
@@ -296,122 +272,12 @@ LLAMA4_TEXT = register(
         per_layer_config_lists=("layer_types", "no_rope_layers"),
         layer_index_lists=("moe_layers",),
         module_size_attributes=(
-            *_EXPERT_ATTRIBUTES,
+            *EXPERT_ATTRIBUTES,
             ("num_experts", "num_local_experts"),
             ("expert_dim", "intermediate_size"),
         ),
         notes="Own experts class run on every token with router-scaled inputs ([E, H, 2I] with [gate | up] "
         "columns); the shared expert and the experts share intermediate_size (pruned together); dense layers "
         "(not in moe_layers) use intermediate_size_mlp; no_rope_layers sliced, moe_layers remapped.",
-    )
-)
-GLM4_MOE = register(
-    ArchitectureSpec(
-        model_types=("glm4_moe",),
-        groups=moe_groups(
-            experts_key="num_local_experts",  # the config's attribute_map names n_routed_experts so
-            width_key="moe_intermediate_size",
-            dense_mlp=True,
-            shared_expert="mlp.shared_experts",
-            shared_key="moe_intermediate_size",
-            shared_gate=False,
-            shared_rows="n_shared_experts",
-        ),
-        layer_prefix_count_fields=("first_k_dense_replace",),
-        module_size_attributes=(
-            *_EXPERT_ATTRIBUTES,
-            ("num_experts", "num_local_experts"),
-            ("intermediate_dim", "moe_intermediate_size"),
-        ),
-        required_values=(("n_group", 1),),
-        notes="Experts [E, 2I, H] routed by sigmoid scores plus e_score_correction_bias (a buffer, cut with the "
-        "experts); num_local_experts is the config's alias of n_routed_experts. The shared expert is "
-        "moe_intermediate_size x n_shared_experts wide, pruned with the experts' width (ranked on its own, in "
-        "units of n_shared_experts adjacent neurons; GLM-4.5 and GLM-4.5-Air have one); the first first_k_dense_replace layers are dense (intermediate_size), "
-        "recounted when layers are dropped. Group-limited routing (n_group > 1) is refused.",
-    )
-)
-PHIMOE = register(
-    ArchitectureSpec(
-        model_types=("phimoe",),
-        groups=moe_groups(
-            experts_key="num_local_experts", width_key="intermediate_size", router="mlp.router"
-        ),
-        module_size_attributes=(
-            *_EXPERT_ATTRIBUTES,
-            ("num_experts", "num_local_experts"),
-            ("intermediate_dim", "intermediate_size"),
-            ("ffn_dim", "intermediate_size"),
-        ),
-        notes="Mixtral's layout with LayerNorms (weights and biases cut with the channels), optional attention and "
-        "LM-head biases, and a sparsemixer top-2 router (mlp.router).",
-    )
-)
-GRANITEMOE = register(
-    ArchitectureSpec(
-        model_types=("granitemoe",),
-        groups=moe_groups(
-            experts_key="num_local_experts",
-            width_key="intermediate_size",
-            mlp="block_sparse_moe",
-            router="block_sparse_moe.router",
-            experts="block_sparse_moe.experts",
-        ),
-        module_size_attributes=(
-            *_EXPERT_ATTRIBUTES,
-            ("num_experts", "num_local_experts"),
-            ("intermediate_dim", "intermediate_size"),
-            ("input_size", "hidden_size"),
-        ),
-        notes="Mixtral's layout under block_sparse_moe, with Granite's embedding, residual, attention and logit "
-        "multipliers (scalars, kept).",
-    )
-)
-ERNIE4_5_MOE = register(
-    ArchitectureSpec(
-        model_types=("ernie4_5_moe",),
-        groups=moe_groups(
-            experts_key="num_experts",  # the config's attribute_map names moe_num_experts so
-            width_key="moe_intermediate_size",
-            dense_mlp=True,
-            shared_expert="mlp.shared_experts",
-            shared_key="moe_intermediate_size",
-            shared_gate=False,
-            shared_rows="moe_num_shared_experts",
-            extra_expert_slices=(
-                TensorSlice("mlp.gate.moe_statics.e_score_correction_bias", 1, optional=True),
-            ),
-        ),
-        module_size_attributes=(
-            *_EXPERT_ATTRIBUTES,
-            ("num_experts", "num_experts"),
-            ("intermediate_dim", "moe_intermediate_size"),
-        ),
-        layer_pattern_values=ernie_moe_pattern,
-        notes="Experts [E, 2I, H], a float32 softmax router whose selection adds a [1, E] score-correction bias "
-        "(mlp.gate.moe_statics, cut with the experts); the shared experts are moe_intermediate_size x "
-        "moe_num_shared_experts wide and pruned with the experts' width, in units of moe_num_shared_experts adjacent "
-        "neurons; dense layers outside moe_layer_start_index..moe_layer_end_index (every moe_layer_interval) keep "
-        "intermediate_size, and the three are rewritten when layers are dropped.",
-    )
-)
-GRANITEMOE_SHARED = register(
-    ArchitectureSpec(
-        model_types=("granitemoeshared",),
-        groups=moe_groups(
-            experts_key="num_local_experts",
-            width_key="intermediate_size",
-            mlp="block_sparse_moe",
-            router="block_sparse_moe.router",
-            experts="block_sparse_moe.experts",
-            shared_expert="shared_mlp",
-            shared_key="shared_intermediate_size",
-            shared_gate=False,
-            shared_names={"gate_up_proj": "input_linear", "down_proj": "output_linear"},
-        ),
-        module_size_attributes=GRANITEMOE.module_size_attributes,
-        notes="Granite-MoE plus a shared MLP next to the experts (shared_mlp: fused [gate | up] input_linear, "
-        "output_linear), pruned like a dense MLP on shared_intermediate_size (its cached hidden_size is not used "
-        "by its forward, which splits input_linear in halves).",
     )
 )
