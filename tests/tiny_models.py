@@ -63,6 +63,7 @@ ARCH_OVERRIDES: dict[str, dict] = {
 
 # Hybrid families (layers of different kinds from a pattern key): the dense matrix does not apply, see test_hybrid.py.
 HYBRID_PATTERN = ["linear_attention", "full_attention", "mlp", "linear_attention", "mlp", "full_attention"]
+DELTANET_PATTERN = ["linear_attention", "full_attention", "linear_attention", "full_attention"]
 HYBRID_OVERRIDES: dict[str, dict] = {
     # 12 Mamba heads in 2 groups (not 8: distinct from the attention heads)
     "nemotron_h": dict(
@@ -111,6 +112,21 @@ HYBRID_OVERRIDES: dict[str, dict] = {
         attention_multiplier=0.2,
         logits_scaling=4.0,
         position_embedding_type="rope",
+    ),
+    # Gated DeltaNet: 6 value heads (12 wide) in 2 key heads (8 wide); 4 experts top-2, a shared expert, a dense
+    # MLP in layer 1; the gated norm sees tiny variances at init, so eps is kept negligible
+    "qwen3_next": dict(
+        layer_types=DELTANET_PATTERN,
+        linear_num_value_heads=6,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=12,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=48,
+        mlp_only_layers=[1],
+        rms_norm_eps=1e-20,
     ),
 }
 
