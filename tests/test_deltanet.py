@@ -14,7 +14,7 @@ from hf_minitron.importance import estimate_importance
 from hf_minitron.pruning import prune_model
 
 LINEAR, FULL = "linear_attention", "full_attention"
-FAMILIES = ["qwen3_next"]
+FAMILIES = ["qwen3_next", "qwen3_5_text"]
 DEAD_VALUE_HEADS = (1, 4)  # one value head under each of the 2 key heads (3 value heads each)
 DEAD_KV_GROUP = 1  # full attention: query heads 2, 3 (KV group 1 of 4)
 

@@ -128,6 +128,15 @@ HYBRID_OVERRIDES: dict[str, dict] = {
         mlp_only_layers=[1],
         rms_norm_eps=1e-20,
     ),
+    # the same DeltaNet shape, dense MLPs
+    "qwen3_5_text": dict(
+        layer_types=DELTANET_PATTERN,
+        linear_num_value_heads=6,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=12,
+        rms_norm_eps=1e-20,
+    ),
 }
 
 ARCHITECTURES = sorted(ARCH_OVERRIDES)

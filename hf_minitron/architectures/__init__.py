@@ -16,6 +16,7 @@ from hf_minitron.architectures import (  # noqa: F401
     olmo,
     phi,
     qwen,
+    qwen3_5,
     qwen3_next,
 )
 from hf_minitron.architectures.dimensions import DimensionGroup, Observation, Segment, TensorSlice

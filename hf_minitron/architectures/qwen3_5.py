@@ -1,0 +1,32 @@
+"""Qwen 3.5 text models: Gated DeltaNet and gated full-attention layers (`layer_types`), dense MLPs."""
+
+from hf_minitron.architectures.deltanet import deltanet_heads, deltanet_hidden_slices, gated_query
+from hf_minitron.architectures.layout import decoder_groups, with_layer_kinds
+from hf_minitron.architectures.spec import ArchitectureSpec, register
+
+LINEAR, FULL = "linear_attention", "full_attention"
+MIXERS = {"self_attn": (FULL,), "linear_attn": (LINEAR,)}
+
+QWEN3_5_TEXT = register(
+    ArchitectureSpec(
+        model_types=("qwen3_5_text",),
+        groups=(
+            *with_layer_kinds(
+                gated_query(
+                    decoder_groups(
+                        extra_hidden_slices=deltanet_hidden_slices("model.layers", "linear_attn", "qkv")
+                    )
+                ),
+                MIXERS,
+            ),
+            deltanet_heads("linear_attn", (LINEAR,), "qkv"),
+        ),
+        norm_weight_offset=1.0,
+        layer_kind_key="layer_types",
+        supported_layer_kinds=(LINEAR, FULL),
+        required_layer_kinds=(FULL,),
+        notes="Gated DeltaNet in_proj_qkv [q | k | v] plus in_proj_z / in_proj_b / in_proj_a; full-attention "
+        "q_proj rows are [q | gate] per head; q/k norms over head_dim (kept). A composite qwen3_5 checkpoint "
+        "loads as this text model with AutoModelForCausalLM (the vision tower is left out).",
+    )
+)
