@@ -14,7 +14,7 @@ from hf_minitron.importance import estimate_importance
 from hf_minitron.pruning import prune_model
 
 LINEAR, FULL = "linear_attention", "full_attention"
-FAMILIES = ["qwen3_next", "qwen3_5_text"]
+FAMILIES = ["qwen3_next", "qwen3_5_text", "olmo_hybrid"]
 DEAD_VALUE_HEADS = (1, 4)  # one value head under each of the 2 key heads (3 value heads each)
 DEAD_KV_GROUP = 1  # full attention: query heads 2, 3 (KV group 1 of 4)
 
@@ -65,13 +65,21 @@ def kill_value_heads(model, heads=DEAD_VALUE_HEADS) -> None:
 
 
 def kill_kv_group(model, group=DEAD_KV_GROUP) -> None:
-    """Zero k and v of one KV group in the full-attention layers: its query heads output 0 whatever their gate."""
+    """Zero q, k and v of one KV group in the full-attention layers: its query heads output 0 whatever their gate
+    (Qwen's q_proj rows are [q | gate] per head), and add nothing to a q/k norm over all heads (OLMo)."""
     c = model.config.get_text_config()
-    rows = torch.arange(group * c.head_dim, (group + 1) * c.head_dim)
+    hd, per = c.head_dim, c.num_attention_heads // c.num_key_value_heads
+    rows = torch.arange(group * hd, (group + 1) * hd)
     with torch.no_grad():
         for _, layer in _layers(model, FULL):
-            layer.self_attn.k_proj.weight[rows] = 0
-            layer.self_attn.v_proj.weight[rows] = 0
+            attn = layer.self_attn
+            step = attn.q_proj.out_features // c.num_attention_heads  # 2 * head_dim when gated
+            q = torch.cat(
+                [torch.arange(h * step, h * step + hd) for h in range(group * per, (group + 1) * per)]
+            )
+            attn.q_proj.weight[q] = 0
+            attn.k_proj.weight[rows] = 0
+            attn.v_proj.weight[rows] = 0
 
 
 def kill_layer(model, index: int) -> None:
@@ -272,7 +280,7 @@ BAD = [
     (
         dict(layers_to_drop=[1, 3]),
         r"layer_types=\['linear_attention', 'linear_attention'\] \(after dropping layers \[1, 3\]\) is invalid "
-        r"for .*: allowed a pattern with at least one layer of each kind \['full_attention'\]",
+        r"for .*: allowed a pattern with at least one layer of each kind .* \(missing \['full_attention'\]\)",
     ),
 ]
 
@@ -284,6 +292,17 @@ def test_bad_requests_name_the_field_and_leave_the_model_untouched(arch, request
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=match):
         prune_model(model, PruningConfig(importance="activation", **request_))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_olmo_hybrid_config_needs_a_linear_attention_layer_too():
+    """OlmoHybridConfig rejects a pattern without DeltaNet layers: refused before surgery, naming layer_types."""
+    model = tiny_model("olmo_hybrid")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"layer_types=\['full_attention', 'full_attention'\] .* \(missing \['linear"
+    ):
+        prune_model(model, PruningConfig(layers_to_drop=[0, 2], importance="activation"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

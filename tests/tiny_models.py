@@ -137,6 +137,16 @@ HYBRID_OVERRIDES: dict[str, dict] = {
         linear_value_head_dim=12,
         rms_norm_eps=1e-20,
     ),
+    # post-norm attention layers with q/k norms over all heads, pre-norm DeltaNet layers, dense MLPs
+    "olmo_hybrid": dict(
+        layer_types=DELTANET_PATTERN,
+        linear_num_value_heads=6,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=12,
+        rms_norm_eps=1e-20,
+        tie_word_embeddings=False,
+    ),
 }
 
 ARCHITECTURES = sorted(ARCH_OVERRIDES)

@@ -14,6 +14,7 @@ from hf_minitron.architectures import (  # noqa: F401
     nemotron,
     nemotron_h,
     olmo,
+    olmo_hybrid,
     phi,
     qwen,
     qwen3_5,
