@@ -147,6 +147,19 @@ HYBRID_OVERRIDES: dict[str, dict] = {
         rms_norm_eps=1e-20,
         tie_word_embeddings=False,
     ),
+    # Qwen 3.5's DeltaNet shape with a sparse MoE block (4 experts top-2, shared expert) in every layer
+    "qwen3_5_moe_text": dict(
+        layer_types=DELTANET_PATTERN,
+        linear_num_value_heads=6,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=12,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=48,
+        rms_norm_eps=1e-20,
+    ),
 }
 
 ARCHITECTURES = sorted(ARCH_OVERRIDES)
