@@ -253,6 +253,8 @@ def test_dead_layer_of_each_kind_ranks_last_and_dropping_it_keeps_the_pattern(ar
     expected = DELTANET_PATTERN[:dead] + DELTANET_PATTERN[dead + 1 :]
     c = model.config.get_text_config()
     assert c.layer_types == expected and c.num_hidden_layers == 3
+    if arch == "qwen3_next":  # the dense-MLP layer (1) is named by its new index
+        assert (c.mlp_only_layers, c.decoder_sparse_step) == ([0] if dead == 0 else [], 1)
     for j, layer in enumerate(get_spec(model).layers(model)):
         mixer = layer.linear_attn if expected[j] == LINEAR else layer.self_attn
         assert mixer.layer_idx == j
@@ -355,3 +357,30 @@ def test_pruned_deltanet_student_distills_with_the_trainer(arch, tmp_path):
     assert logged and all(torch.isfinite(torch.tensor(row["loss"])) for row in logged)
     assert {"distill_loss", "hidden_state_loss"} <= logged[0].keys()
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
+
+
+@pytest.mark.parametrize("arch", ["qwen3_5", "qwen3_5_moe"])
+def test_composite_qwen3_5_checkpoint_prunes_as_its_text_model(arch, tmp_path):
+    """A vision-language Qwen 3.5 checkpoint loads with AutoModelForCausalLM as its text model (the vision tower
+    left out, the same logits), which is what hf-minitron prunes; the pruned text model reloads and generates."""
+    from tiny_models import BASE, HYBRID_OVERRIDES
+    from transformers import AutoConfig, AutoModelForImageTextToText
+
+    text = {**BASE, **HYBRID_OVERRIDES[f"{arch}_text"]}
+    vision = dict(hidden_size=32, intermediate_size=64, depth=1, num_heads=2, out_hidden_size=64)
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(arch, text_config=text, vision_config=vision)
+    AutoModelForImageTextToText.from_config(config).save_pretrained(tmp_path / "vlm")
+    full = AutoModelForImageTextToText.from_pretrained(tmp_path / "vlm").eval()
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "vlm").eval()
+    assert model.config.model_type == f"{arch}_text" and get_spec(model) is get_spec(f"{arch}_text")
+    ids = torch.tensor([[3, 4, 5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids).logits, full(input_ids=ids).logits)
+    target = PruningConfig(linear_num_value_heads=4, hidden_size=48, importance="activation")
+    prune_model(model, target, estimate_importance(model, random_batches(), target))
+    model.save_pretrained(tmp_path / "pruned")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "pruned").eval()
+    assert reloaded.config.linear_num_value_heads == 4 and reloaded.config.hidden_size == 48
+    out = reloaded.generate(ids, max_new_tokens=3, min_new_tokens=3, do_sample=False)
+    assert out.shape[1] == 8
