@@ -5,12 +5,13 @@ then one gated full-attention layer, every layer with a sparse MoE block and a s
 that it runs on a CPU. Runs are interleaved (plain trunk, plain full logits, `estimate_importance` scoring every
 axis: DeltaNet heads, attention heads, hidden channels, experts, expert and shared-expert neurons, layers) and the
 median of `--repeats` is taken; the ratio is importance over the plain trunk forward (`logits_to_keep=1`, what the
-estimator runs), paired per repeat, in wall and in process CPU seconds.
+estimator runs), paired per repeat, in wall and in process CPU seconds. One thread by default: on the shared 2-core
+machine, two threads made the same plain pass take 10 s to 80 s (spinning threads under contention).
 
 Also reports, from the config on the meta device (no weights), the total and active parameter counts of
 transformers' `Qwen3NextConfig` defaults (the 80B-A3B shape).
 
-    python benchmarks/bench_deltanet_importance.py [--hidden 256 --batches 4 --seq 128 --repeats 3 --threads 2]
+    python benchmarks/bench_deltanet_importance.py [--hidden 512 --batches 4 --seq 128 --repeats 5 --threads 1]
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ def main(argv=None) -> dict:
     p.add_argument("--batch-size", type=int, default=2)
     p.add_argument("--seq", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = build(args)
