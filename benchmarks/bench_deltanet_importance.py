@@ -9,7 +9,7 @@ estimator runs), paired per repeat, in wall and in process CPU seconds. One thre
 machine, two threads made the same plain pass take 10 s to 80 s (spinning threads under contention).
 
 Also reports, from the config on the meta device (no weights), the total and active parameter counts of
-transformers' `Qwen3NextConfig` defaults (the 80B-A3B shape).
+transformers' `Qwen3NextConfig` defaults (the 80B-A3B shape), and the total after the README's example target.
 
     python benchmarks/bench_deltanet_importance.py [--hidden 512 --batches 4 --seq 128 --repeats 5 --threads 1]
 """
@@ -71,7 +71,17 @@ def published_shape() -> dict:
     """Qwen3NextConfig's defaults (hidden 2048, 48 layers, 512 experts top-10 of width 512, 16 / 32 DeltaNet
     key / value heads of 128, 16 / 2 attention heads of 256), counted on the meta device."""
     config = AutoConfig.for_model("qwen3_next")
-    return {"total_params": count_parameters(config), "active_params": count_active_parameters(config)}
+    target = PruningConfig(
+        linear_num_key_heads=12, num_key_value_heads=1, hidden_size=1536
+    )  # README's example
+    target.validate_for(config)
+    sizes = target.target_sizes(config)
+    return {
+        "total_params": count_parameters(config),
+        "active_params": count_active_parameters(config),
+        "example_target": {k: v for k, v in sizes.items() if v != getattr(config, k)},
+        "example_target_params": count_parameters(config, sizes),
+    }
 
 
 def main(argv=None) -> dict:
