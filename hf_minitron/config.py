@@ -34,6 +34,8 @@ _SIZE_FIELDS = (
     "mamba_num_heads",
     "mamba_n_heads",
     "shared_intermediate_size",
+    "linear_num_value_heads",
+    "linear_num_key_heads",
 )
 
 
@@ -58,6 +60,10 @@ class PruningConfig:
         mamba_n_heads (`int`, *optional*): The same for the families that call it `mamba_n_heads` (Bamba), where
             the config ties it to the hidden size (`mamba_n_heads * mamba_d_head == mamba_expand * hidden_size`).
         shared_intermediate_size (`int`, *optional*): New width of Granite 4's shared MLP, in every layer.
+        linear_num_value_heads (`int`, *optional*): New number of Gated DeltaNet value heads (Qwen3-Next, Qwen 3.5,
+            OLMo Hybrid), the same in every linear-attention layer; a multiple of `linear_num_key_heads`.
+        linear_num_key_heads (`int`, *optional*): New number of Gated DeltaNet key heads: whole key heads are
+            dropped with their value heads (the value heads per key head are kept unless told otherwise).
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
         num_experts, num_local_experts (`int`, *optional*): New number of experts in every MoE layer (the family's
             key: `num_experts` for Qwen-MoE, OLMoE and ERNIE-4.5, `num_local_experts` for Mixtral, gpt-oss, Llama 4,
@@ -124,6 +130,12 @@ class PruningConfig:
     mamba_num_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (hybrids)."})
     mamba_n_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (Bamba)."})
     shared_intermediate_size: int | None = field(default=None, metadata={"help": "New shared MLP width."})
+    linear_num_value_heads: int | None = field(
+        default=None, metadata={"help": "New Gated DeltaNet value head count (linear attention)."}
+    )
+    linear_num_key_heads: int | None = field(
+        default=None, metadata={"help": "New Gated DeltaNet key head count (linear attention)."}
+    )
     layers_to_drop: list[int] | None = field(
         default=None, metadata={"help": "Explicit layer indices to drop."}
     )

@@ -348,3 +348,58 @@ MOE_OVERRIDES: dict[str, dict] = {
     ),
 }
 MOE = sorted(MOE_OVERRIDES)
+
+
+# Gated DeltaNet hybrids (tests/test_deltanet.py): linear-attention and full-attention layers in `layer_types`.
+DELTANET_PATTERN = ["linear_attention", "full_attention", "linear_attention", "full_attention"]
+DELTANET_OVERRIDES: dict[str, dict] = {
+    # Gated DeltaNet: 6 value heads (12 wide) in 2 key heads (8 wide); 4 experts top-2, a shared expert, a dense
+    # MLP in layer 1; the gated norm sees tiny variances at init, so eps is kept negligible
+    "qwen3_next": dict(
+        layer_types=DELTANET_PATTERN,
+        linear_num_value_heads=6,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=12,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=48,
+        mlp_only_layers=[1],
+        rms_norm_eps=1e-20,
+    ),
+    # the same DeltaNet shape, dense MLPs
+    "qwen3_5_text": dict(
+        layer_types=DELTANET_PATTERN,
+        linear_num_value_heads=6,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=12,
+        rms_norm_eps=1e-20,
+    ),
+    # post-norm attention layers with q/k norms over all heads, pre-norm DeltaNet layers, dense MLPs
+    "olmo_hybrid": dict(
+        layer_types=DELTANET_PATTERN,
+        linear_num_value_heads=6,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=12,
+        rms_norm_eps=1e-20,
+        tie_word_embeddings=False,
+    ),
+    # Qwen 3.5's DeltaNet shape with a sparse MoE block (4 experts top-2, shared expert) in every layer
+    "qwen3_5_moe_text": dict(
+        layer_types=DELTANET_PATTERN,
+        linear_num_value_heads=6,
+        linear_num_key_heads=2,
+        linear_key_head_dim=8,
+        linear_value_head_dim=12,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        shared_expert_intermediate_size=48,
+        rms_norm_eps=1e-20,
+    ),
+}
+HYBRID_OVERRIDES.update(DELTANET_OVERRIDES)
+HYBRID[:] = sorted(HYBRID_OVERRIDES)

@@ -17,9 +17,12 @@ from hf_minitron.architectures import (  # noqa: F401
     nemotron,
     nemotron_h,
     olmo,
+    olmo_hybrid,
     phi,
     phimoe,
     qwen,
+    qwen3_5,
+    qwen3_next,
 )
 from hf_minitron.architectures.dimensions import DimensionGroup, Observation, Segment, TensorSlice
 from hf_minitron.architectures.spec import ArchitectureSpec, get_spec, register, supported_model_types

@@ -51,6 +51,10 @@ class TensorSlice:
             `within` keeps different units in each block (`[E, 2I, H]` expert weights: dim 1, block_dim 0).
         layer_kinds (`tuple[str, ...]`, defaults to `()`): For a `*` path in a hybrid model: only the layers of
             these kinds (entries of the spec's layer pattern) have it; empty = every layer.
+        grouped_by (`str`, *optional*): The dim is laid out block by block, one block per unit of this index set,
+            each block holding its share of every segment in turn (Qwen3-Next's `in_proj_qkvz`: per key head
+            [q | k | v of its value heads | z of its value heads]; a gated `q_proj`: per head [q | gate]); the
+            units of the other index sets must nest in these blocks (value heads in key heads, GQA).
     """
 
     path: str
@@ -61,6 +65,7 @@ class TensorSlice:
     optional: bool = False
     block_dim: int | None = None
     layer_kinds: tuple[str, ...] = ()
+    grouped_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,25 +218,55 @@ def to_units(group: DimensionGroup, index: str, per_index: torch.Tensor, values:
     return per_index
 
 
+def grouped_positions(segments: tuple[Segment, ...], by: str, counts: dict, config) -> torch.Tensor:
+    """For a dim laid out block by block (`TensorSlice.grouped_by`): the position of each entry of the plain
+    segment-after-segment layout in the blocked one."""
+    blocks = counts[by]
+    shares = [(counts[seg.index] // blocks, rows_of(seg.rows, config)) for seg in segments]
+    block_size = sum(n * rows for n, rows in shares)
+    parts, inner = [], 0
+    for n, rows in shares:
+        unit = torch.arange(n * blocks)
+        start = (unit // n) * block_size + inner + (unit % n) * rows
+        parts.append((start.unsqueeze(-1) + torch.arange(rows)).flatten())
+        inner += n * rows
+    return torch.cat(parts)
+
+
 def entries(
-    segments: tuple[Segment, ...], kept: dict[str, torch.Tensor], counts: dict, config
+    segments: tuple[Segment, ...],
+    kept: dict[str, torch.Tensor],
+    counts: dict,
+    config,
+    grouped_by: str | None = None,
 ) -> torch.Tensor:
     """The kept positions along a sliced dim: each segment's kept units expanded to their rows, offset by the
-    sizes of the segments before it (`[blocks, positions]` when the units differ per block)."""
+    sizes of the segments before it (`[blocks, positions]` when the units differ per block); for a dim laid out
+    block by block (`grouped_by`), the same entries at their blocked positions, in order."""
     parts, offset = [], 0
     for seg in segments:
         rows = rows_of(seg.rows, config)
         units = kept[seg.index]
         parts.append(offset + (units.unsqueeze(-1) * rows + torch.arange(rows)).flatten(-2))
         offset += counts[seg.index] * rows
-    return torch.cat(parts, dim=-1)
+    flat = torch.cat(parts, dim=-1)
+    if grouped_by is None:
+        return flat
+    return grouped_positions(segments, grouped_by, counts, config)[flat].sort(dim=-1).values
 
 
 def per_unit(
-    values: torch.Tensor, segments: tuple[Segment, ...], counts: dict, config, magnitude_only: bool = False
+    values: torch.Tensor,
+    segments: tuple[Segment, ...],
+    counts: dict,
+    config,
+    magnitude_only: bool = False,
+    grouped_by: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Sum a per-entry vector (its last dim; leading dims are blocks) along a sliced dim to per-unit sums for
-    each index set it holds."""
+    each index set it holds (a dim laid out block by block, `grouped_by`, is first put segment after segment)."""
+    if grouped_by is not None:
+        values = values[..., grouped_positions(segments, grouped_by, counts, config).to(values.device)]
     out: dict[str, torch.Tensor] = {}
     offset = 0
     for seg in segments:

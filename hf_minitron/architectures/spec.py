@@ -61,6 +61,9 @@ class ArchitectureSpec:
             to the layers of those kinds. Depth pruning slices it like the other per-layer lists.
         supported_layer_kinds (`tuple[str, ...]`, defaults to `()`): The layer kinds the groups describe; a model
             with another kind is refused before surgery (empty: no check).
+        required_layer_kinds (`tuple[str, ...]`, defaults to `()`): Layer kinds of which the modeling code needs at
+            least one (Qwen3-Next's cache has no sequence length without a full-attention layer): a depth cut that
+            would leave none is refused naming the pattern field, even when the layers are named explicitly.
         fixed_keys (`tuple[str, ...]`, defaults to `()`): Config keys of a group that must keep their value
             (Mamba-2 `n_groups`: the grouped norm and B/C stay whole).
         inner_width_tie (`tuple[str, str, str]`, *optional*): (heads key, head size key, expansion key) when the
@@ -94,6 +97,7 @@ class ArchitectureSpec:
     auto_class: str = "AutoModelForCausalLM"
     layer_kind_key: str | None = None
     supported_layer_kinds: tuple[str, ...] = ()
+    required_layer_kinds: tuple[str, ...] = ()
     fixed_keys: tuple[str, ...] = ()
     inner_width_tie: tuple[str, str, str] | None = None
     unsupported_nonzero_keys: tuple[str, ...] = ()

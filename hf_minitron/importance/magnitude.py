@@ -20,7 +20,7 @@ def _squared_norms(root, group, s, counts, config, shape, n_layers, kinds=None) 
         if param is None or param.dim() < 2:
             continue
         sq = along(param.detach().float() ** 2, s.dim, s.block_dim)
-        parts = per_unit(sq, s.segments, counts, config, magnitude_only=True)
+        parts = per_unit(sq, s.segments, counts, config, magnitude_only=True, grouped_by=s.grouped_by)
         for index, values in parts.items():
             units = to_units(group, index, values, shape)
             total = units if total is None else total + units

@@ -79,7 +79,9 @@ class _TaylorAccumulator:
     def _slice_reducer(self, group, s, counts, target: torch.Tensor) -> Reducer:
         def reduce(v):
             reduced = along(v, s.dim, s.block_dim)
-            for index, values in per_unit(reduced, s.segments, counts, self.config).items():
+            for index, values in per_unit(
+                reduced, s.segments, counts, self.config, grouped_by=s.grouped_by
+            ).items():
                 target.add_(to_units(group, index, values, self.shape).cpu())
 
         return reduce

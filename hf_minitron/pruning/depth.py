@@ -40,9 +40,20 @@ def drop_layers(layers: nn.ModuleList, kept: list[int]) -> None:
 
 
 def check_kept_layer_types(spec, config, kept: list[int], explicit: bool) -> None:
-    """Refuse a depth cut chosen by scores that would leave a sliding/full model without full attention."""
+    """Refuse a depth cut that would leave a kind of layer the family requires, or (chosen by scores) a
+    sliding/full model without full attention."""
     from hf_minitron.architectures.spec import text_config
 
+    kinds = spec.layer_kinds(config)
+    if kinds is not None and spec.required_layer_kinds:
+        pattern = [kinds[i] for i in kept]
+        missing = [k for k in spec.required_layer_kinds if k not in pattern]
+        if missing:
+            raise ValueError(
+                f"{spec.layer_kind_key}={pattern} (after dropping layers "
+                f"{[i for i in range(len(kinds)) if i not in kept]}) is invalid for {spec.model_types[0]}: allowed "
+                f"a pattern with at least one layer of each kind {list(spec.required_layer_kinds)} (missing {missing})"
+            )
     types = getattr(text_config(config), "layer_types", None)
     if explicit or not isinstance(types, (list, tuple)):
         return

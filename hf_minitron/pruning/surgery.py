@@ -50,7 +50,7 @@ class Surgeon:
         if id(old) in self._cut:
             setattr(owner, name, self._cut[id(old)][1])
             return
-        index = entries(s.segments, kept, counts, self.config).to(old.device)
+        index = entries(s.segments, kept, counts, self.config, s.grouped_by).to(old.device)
         if index.dim() == 2:  # different entries in each block (expert) along s.block_dim
             moved = old.detach().movedim((s.block_dim, s.dim), (0, -1))
             picked = moved.gather(
