@@ -34,6 +34,7 @@ _SIZE_FIELDS = (
     "mamba_num_heads",
     "mamba_n_heads",
     "shared_intermediate_size",
+    "moe_shared_expert_intermediate_size",
 )
 
 
@@ -55,9 +56,12 @@ class PruningConfig:
             query heads. For GQA models it defaults to the current count; for MHA models to `num_attention_heads`.
         mamba_num_heads (`int`, *optional*): New number of Mamba-2 SSM heads of a hybrid model (Nemotron-H), the
             same in every Mamba layer; a multiple of the model's `n_groups`, which is kept.
-        mamba_n_heads (`int`, *optional*): The same for the families that call it `mamba_n_heads` (Bamba), where
-            the config ties it to the hidden size (`mamba_n_heads * mamba_d_head == mamba_expand * hidden_size`).
+        mamba_n_heads (`int`, *optional*): The same for the families that call it `mamba_n_heads` (Bamba, Granite
+            4, Falcon-H1); Bamba and Granite 4 tie it to the hidden size (`mamba_n_heads * mamba_d_head ==
+            mamba_expand * hidden_size`), Falcon-H1 rewrites `mamba_d_ssm` with it.
         shared_intermediate_size (`int`, *optional*): New width of Granite 4's shared MLP, in every layer.
+        moe_shared_expert_intermediate_size (`int`, *optional*): New width of the shared expert of Nemotron-H's MoE
+            blocks (Nemotron 3 Nano).
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
         num_experts, num_local_experts (`int`, *optional*): New number of experts in every MoE layer (the family's
             key: `num_experts` for Qwen-MoE and OLMoE, `num_local_experts` for Mixtral and gpt-oss); at least
@@ -123,6 +127,9 @@ class PruningConfig:
     mamba_num_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (hybrids)."})
     mamba_n_heads: int | None = field(default=None, metadata={"help": "New Mamba-2 head count (Bamba)."})
     shared_intermediate_size: int | None = field(default=None, metadata={"help": "New shared MLP width."})
+    moe_shared_expert_intermediate_size: int | None = field(
+        default=None, metadata={"help": "New width of Nemotron-H's shared expert."}
+    )
     layers_to_drop: list[int] | None = field(
         default=None, metadata={"help": "Explicit layer indices to drop."}
     )

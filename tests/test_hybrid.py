@@ -13,7 +13,7 @@ from hf_minitron.config import PruningConfig
 from hf_minitron.importance import estimate_importance
 from hf_minitron.pruning import prune_model
 
-MAMBA, ATTENTION, MLP = "linear_attention", "full_attention", "mlp"
+MAMBA, ATTENTION, MLP, MOE = "linear_attention", "full_attention", "mlp", "moe"
 DEAD_MAMBA_HEADS = (1, 8)  # one head in each of the 2 groups of 6 heads
 DEAD_NEURONS = torch.arange(0, 128, 4)
 DEAD_KV_GROUP = 1  # query heads 2, 3 (with KV group 1 of 4)
@@ -25,7 +25,9 @@ def _logits(model, batch):
 
 
 def _layers(model, kind):
-    return [(i, layer) for i, layer in enumerate(get_spec(model).layers(model)) if layer.block_type == kind]
+    """The layers of one kind (Falcon-H1's layers have every kind: no `block_type`)."""
+    layers = enumerate(get_spec(model).layers(model))
+    return [(i, layer) for i, layer in layers if getattr(layer, "block_type", kind) == kind]
 
 
 def kill_mamba_heads(model, heads=DEAD_MAMBA_HEADS) -> None:
@@ -108,12 +110,21 @@ def test_dead_mamba_head_ranks_last_in_its_group_under_taylor_and_magnitude(arch
 
 
 @pytest.mark.parametrize("arch", ["nemotron_h"])
-@pytest.mark.parametrize("dead", [0, 1, 2], ids=[MAMBA, ATTENTION, MLP])
+@pytest.mark.parametrize("dead", [0, 1, 2, 4], ids=[MAMBA, ATTENTION, MLP, MOE])
 def test_dead_layer_of_each_kind_ranks_last_and_dropping_it_keeps_the_pattern(arch, dead):
     model = tiny_model(arch)
-    writer = {MAMBA: "out_proj", ATTENTION: "o_proj", MLP: "down_proj"}[HYBRID_PATTERN[dead]]
+    mixer = get_spec(model).layers(model)[dead].mixer
+    writers = {
+        MAMBA: [mixer.out_proj.weight] if hasattr(mixer, "out_proj") else [],
+        ATTENTION: [mixer.o_proj.weight] if hasattr(mixer, "o_proj") else [],
+        MLP: [mixer.down_proj.weight] if hasattr(mixer, "down_proj") else [],
+        MOE: [mixer.experts.down_proj, mixer.shared_experts.down_proj.weight]
+        if hasattr(mixer, "experts")
+        else [],
+    }[HYBRID_PATTERN[dead]]
     with torch.no_grad():
-        getattr(get_spec(model).layers(model)[dead].mixer, writer).weight.zero_()
+        for w in writers:
+            w.zero_()
     batch = random_batches(n=1, seed=1)[0]
     before = _logits(model, batch)
     target = PruningConfig(num_hidden_layers=5, importance="activation")
@@ -172,11 +183,102 @@ def test_bad_requests_name_the_field_and_leave_the_model_untouched(arch, request
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_unsupported_layer_kind_is_refused_before_surgery():
-    """MoE blocks (Nemotron 3 Nano) are not described yet: refused naming the pattern field."""
-    model = tiny_model("nemotron_h", layers_block_type=[MAMBA, "moe", ATTENTION, MLP], num_hidden_layers=4)
+DEAD_EXPERTS = (1, 6)  # one in each routing group of 4
+DEAD_EXPERT_NEURONS = torch.arange(0, 32, 4)
+DEAD_SHARED_NEURONS = torch.arange(0, 48, 4)
+
+
+def kill_experts_and_neurons(model) -> list[int]:
+    """Distinct score-correction biases for every expert (so a mis-sliced bias reroutes tokens), -10 for the dead
+    experts (never in their group's top 2, never routed); zero up rows kill expert and shared-expert neurons."""
+    layers = [i for i, _ in _layers(model, MOE)]
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for _, layer in _layers(model, MOE):
+            moe = layer.mixer
+            bias = torch.randn(8, generator=g) * 0.05
+            bias[list(DEAD_EXPERTS)] = -10.0
+            moe.gate.e_score_correction_bias.copy_(bias)
+            moe.experts.up_proj[:, DEAD_EXPERT_NEURONS] = 0
+            moe.shared_experts.up_proj.weight[DEAD_SHARED_NEURONS] = 0
+    return layers
+
+
+def test_nemotron_h_moe_dead_experts_and_neurons_rank_last_and_pruning_them_is_exact(tmp_path):
+    """Nemotron 3 Nano's MoE block: experts kept per routing group with their router rows and correction bias
+    (a buffer, still one after pruning), expert and shared-expert neurons; plain reload and generate."""
+    model = tiny_model("nemotron_h")
+    moe_layers = kill_experts_and_neurons(model)
+    batch = random_batches(n=1, pad_last=3, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(
+        num_local_experts=6,
+        moe_intermediate_size=24,
+        moe_shared_expert_intermediate_size=36,
+        importance="activation",
+    )
+    scores = estimate_importance(model, random_batches(pad_last=4), target)
+    experts = scores.experts[moe_layers]
+    dead = torch.zeros(8, dtype=torch.bool)
+    dead[list(DEAD_EXPERTS)] = True
+    assert (experts[:, dead] == 0).all() and (experts[:, ~dead] > 0).all()
+    assert (scores.expert_neurons[moe_layers][:, :, DEAD_EXPERT_NEURONS] == 0).all()
+    assert (scores.shared_neurons[moe_layers][:, DEAD_SHARED_NEURONS] == 0).all()
+    kept_bias = model.model.layers[moe_layers[0]].mixer.gate.e_score_correction_bias[~dead].clone()
+    prune_model(model, target, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    c = model.config
+    assert (
+        c.n_routed_experts,
+        c.n_group,
+        c.moe_intermediate_size,
+        c.moe_shared_expert_intermediate_size,
+    ) == (
+        6,
+        2,
+        24,
+        36,
+    )
+    moe = model.model.layers[moe_layers[0]].mixer
+    assert (moe.gate.num_experts, moe.experts.num_experts, moe.experts.intermediate_dim) == (6, 6, 24)
+    assert "e_score_correction_bias" in dict(moe.gate.named_buffers())
+    assert torch.equal(moe.gate.e_score_correction_bias, kept_bias)
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel() for p in model.parameters())
+    model.save_pretrained(tmp_path / "nemotron_h")
+    torch.save({"batch": batch, "logits": before}, tmp_path / "nemotron_h" / "expected.pt")
+    report = reload_in_fresh_process([tmp_path / "nemotron_h"])["nemotron_h"]
+    assert report["err"] < 1e-5 and report["gen"] == 7
+
+
+MOE_BAD = [
+    (dict(num_local_experts=5), r"num_local_experts=5 is invalid: allowed a multiple of n_group=2"),
+    (dict(num_local_experts=10), r"num_local_experts=10 is invalid: allowed 1\.\.8"),
+    (
+        dict(num_local_experts=1),
+        r"num_local_experts=1 is invalid: allowed 2\.\.8 \(at least num_experts_per_tok=2",
+    ),
+    (dict(moe_intermediate_size=40), r"moe_intermediate_size=40 is invalid: allowed 1\.\.32"),
+]
+
+
+@pytest.mark.parametrize("request_,match", MOE_BAD, ids=[m.split(" ")[0] for _, m in MOE_BAD])
+def test_nemotron_h_moe_bad_requests_name_the_field_and_leave_the_model_untouched(request_, match):
+    model = tiny_model("nemotron_h")
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=r"layers_block_type contains \['moe'\].*allowed layer kinds"):
+    with pytest.raises(ValueError, match=match):
+        prune_model(model, PruningConfig(importance="activation", **request_))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_latent_moe_is_refused_before_surgery():
+    """A latent MoE projection (moe_latent_size) is not described by the groups: refused naming the field."""
+    model = tiny_model("nemotron_h", moe_latent_size=16)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"moe_latent_size=16 is not supported yet .* allowed 0"):
         prune_model(model, PruningConfig(layers_to_drop=[3], importance="activation"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -208,14 +310,24 @@ def test_pruned_hybrid_student_distills_with_the_trainer(arch, tmp_path):
     assert any(not torch.equal(before[k], v) for k, v in student.state_dict().items())
 
 
-@pytest.mark.parametrize("arch", ["nemotron_h"])
-def test_parameter_budget_is_refused_naming_the_pattern(arch):
+def test_parameter_budget_is_refused_naming_the_pattern():
     """The budget's cost fit assumes identical layers: refused before anything changes, explicit sizes allowed."""
-    model = tiny_model(arch)
+    model = tiny_model("bamba")
     with pytest.raises(
-        ValueError, match=r"target_params .* not supported yet: .*layers_block_type.*mamba_num_heads"
+        ValueError, match=r"target_params .* not supported yet: .*layers_block_type.*mamba_n_heads"
     ):
         prune_model(model, PruningConfig(target_params=50_000, importance="activation"))
+
+
+def test_falcon_parameter_budget_prunes_to_a_shape_counted_exactly():
+    """Falcon-H1's layers are all alike (no pattern), so the budget's cost fit applies: the pruned model has the
+    parameters that a fresh model of its config has, near the budget."""
+    model = tiny_model("falcon_h1")
+    target = PruningConfig(target_params=150_000, importance="activation")
+    prune_model(model, target, estimate_importance(model, random_batches(), target))
+    n = sum(p.numel() for p in model.parameters())
+    assert n == sum(p.numel() for p in AutoModelForCausalLM.from_config(model.config).parameters())
+    assert abs(n - 150_000) < 0.1 * 150_000 and model.config.hidden_size < 64
 
 
 # ------------------------------------------------- Bamba, Granite 4: Mamba width tied to the hidden size
@@ -327,3 +439,136 @@ def test_granite_dead_shared_mlp_neurons_rank_last_and_pruning_them_is_exact():
     torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
     assert all(layer.shared_mlp.hidden_size == 96 for layer in model.model.layers)
     assert model.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3, do_sample=False).shape[1] == 6
+
+
+# ------------------------------------------------- Falcon-H1: attention, Mamba-2 and MLP side by side in every layer
+def kill_falcon_neurons_and_kv_group(model) -> None:
+    c = model.config
+    hd, per = c.head_dim, c.num_attention_heads // c.num_key_value_heads
+    kv = torch.arange(DEAD_KV_GROUP * hd, (DEAD_KV_GROUP + 1) * hd)
+    q = torch.arange(DEAD_KV_GROUP * per * hd, (DEAD_KV_GROUP + 1) * per * hd)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.feed_forward.up_proj.weight[DEAD_NEURONS] = 0
+            attn = layer.self_attn
+            for proj, rows in ((attn.q_proj, q), (attn.k_proj, kv), (attn.v_proj, kv)):
+                proj.weight[rows] = 0
+
+
+def test_falcon_dead_mamba_heads_neurons_and_kv_group_rank_last_and_pruning_them_is_exact(tmp_path):
+    """mamba_d_ssm follows the heads and the mup_vector buffer (every muP multiplier distinct) matches what a
+    fresh model builds from the pruned config."""
+    model = tiny_model("falcon_h1")
+    kill_mamba_heads(model)
+    kill_falcon_neurons_and_kv_group(model)
+    batch = random_batches(n=1, pad_last=3, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(
+        mamba_n_heads=10,
+        intermediate_size=96,
+        num_key_value_heads=3,
+        importance="activation",
+        rescale_norms=True,
+    )
+    scores = estimate_importance(model, random_batches(pad_last=4), target)
+    dead = torch.zeros(12, dtype=torch.bool)
+    dead[list(DEAD_MAMBA_HEADS)] = True
+    assert (scores.mamba_heads[:, dead] == 0).all() and (scores.mamba_heads[:, ~dead] > 0).all()
+    assert (scores.neurons[:, DEAD_NEURONS] == 0).all()
+    assert (scores.heads[:, 2:4] == 0).all() and (scores.heads[:, [0, 1, 4, 5, 6, 7]] > 0).all()
+    prune_model(model, target, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    c = model.config
+    assert (c.mamba_n_heads, c.mamba_n_groups, c.mamba_d_ssm) == (10, 2, 80)
+    assert (c.intermediate_size, c.num_key_value_heads) == (96, 3)
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel() for p in model.parameters())
+    for layer, reference in zip(model.model.layers, fresh.model.layers):
+        m = layer.mamba
+        assert (m.num_heads, m.intermediate_size, m.conv_dim) == (10, 80, 80 + 64)
+        assert m.conv1d.groups == m.conv1d.in_channels == 144
+        torch.testing.assert_close(m.mup_vector, reference.mamba.mup_vector, atol=0, rtol=0)
+        assert m.mup_vector.shape == (1, 1, 2 * 80 + 64 + 10)
+    model.save_pretrained(tmp_path / "falcon_h1")
+    torch.save({"batch": batch, "logits": before}, tmp_path / "falcon_h1" / "expected.pt")
+    report = reload_in_fresh_process([tmp_path / "falcon_h1"])["falcon_h1"]
+    assert report["err"] < 1e-5 and report["gen"] == 7
+
+
+def test_falcon_without_gated_norm_prunes_heads_exactly():
+    """mamba_rms_norm=False: the mixer's norm is an Identity (no weight to cut), the gate multiplies directly."""
+    model = tiny_model("falcon_h1", mamba_rms_norm=False)
+    kill_mamba_heads(model)
+    batch = random_batches(n=1, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(mamba_n_heads=10, importance="activation")
+    prune_model(model, target, estimate_importance(model, random_batches(), target))
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    assert isinstance(model.model.layers[0].mamba.norm, torch.nn.Identity)
+
+
+def test_falcon_dead_layer_ranks_last_and_dropping_it_is_exact():
+    model = tiny_model("falcon_h1")
+    dead = 2
+    layer = model.model.layers[dead]
+    with torch.no_grad():
+        for writer in (layer.mamba.out_proj, layer.self_attn.o_proj, layer.feed_forward.down_proj):
+            writer.weight.zero_()
+    batch = random_batches(n=1, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(num_hidden_layers=3, importance="activation")
+    scores = estimate_importance(model, random_batches(), target)
+    assert scores.layers.argmin() == dead
+    prune_model(model, target, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    assert model.config.num_hidden_layers == 3 and model.config.layers_block_type == ["hybrid"] * 3
+    layers = model.model.layers
+    assert [(x.mamba.layer_idx, x.self_attn.layer_idx) for x in layers] == [(0, 0), (1, 1), (2, 2)]
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert sum(p.numel() for p in fresh.parameters()) == sum(p.numel() for p in model.parameters())
+    out = model.generate(batch["input_ids"][:1, :5], max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    assert out.shape[1] == 9
+
+
+@pytest.mark.parametrize("d_ssm", [96, None], ids=["mamba_d_ssm", "expand_x_hidden"])
+def test_falcon_every_axis_together_builds_the_shape_from_config_and_generates(d_ssm):
+    """With mamba_d_ssm unset the Mamba width is mamba_expand * hidden_size: pruning the hidden size must write
+    mamba_d_ssm explicitly, or the config would describe another width than the weights."""
+    overrides = {} if d_ssm else dict(mamba_d_ssm=None, mamba_n_heads=16)
+    model = tiny_model("falcon_h1", **overrides)
+    heads = model.config.mamba_n_heads
+    target = PruningConfig(
+        hidden_size=48,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        mamba_n_heads=heads - 4,
+        layers_to_drop=[3],
+    )
+    prune_model(model, target, estimate_importance(model, random_batches(), target))
+    assert model.config.mamba_d_ssm == (heads - 4) * 8
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    assert model.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3, do_sample=False).shape[1] == 6
+
+
+FALCON_BAD = [
+    (dict(mamba_n_heads=7), r"mamba_n_heads=7 is invalid: allowed a multiple of mamba_n_groups=2"),
+    (dict(mamba_n_heads=14), r"mamba_n_heads=14 is invalid: allowed 1\.\.12"),
+    (dict(mamba_num_heads=10), r"mamba_num_heads=10 is invalid: allowed None"),
+    (dict(layers_to_drop=[4]), r"layers_to_drop=\[4\] is invalid: allowed indices in 0\.\.3"),
+]
+
+
+@pytest.mark.parametrize("request_,match", FALCON_BAD, ids=[m.split(" ")[0] for _, m in FALCON_BAD])
+def test_falcon_bad_requests_name_the_field_and_leave_the_model_untouched(request_, match):
+    model = tiny_model("falcon_h1")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        prune_model(model, PruningConfig(importance="activation", **request_))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 from hf_minitron.architectures import (  # noqa: F401
     bamba,
     dense,
+    falcon_h1,
     gemma,
     glm,
     granitemoehybrid,

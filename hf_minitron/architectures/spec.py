@@ -68,6 +68,9 @@ class ArchitectureSpec:
             the heads are then pruned only with the hidden size, in proportion.
         unsupported_nonzero_keys (`tuple[str, ...]`, defaults to `()`): Config keys whose non-zero value means a
             part the groups do not describe (Granite 4's routed experts): such a model is refused before surgery.
+        derived_config_values (`Callable`, *optional*): `(text_config, values) -> dict` of config entries computed
+            from the pruned sizes `values` (Falcon-H1's `mamba_d_ssm = mamba_n_heads * mamba_d_head`), written with
+            them.
         notes (`str`): Anything else worth knowing (kept in one place rather than in code branches).
     """
 
@@ -94,6 +97,7 @@ class ArchitectureSpec:
     fixed_keys: tuple[str, ...] = ()
     inner_width_tie: tuple[str, str, str] | None = None
     unsupported_nonzero_keys: tuple[str, ...] = ()
+    derived_config_values: Callable | None = None
     notes: str = ""
 
     # ------------------------------------------------------------------ accessors

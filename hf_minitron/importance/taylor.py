@@ -68,7 +68,8 @@ class _TaylorAccumulator:
                 for s in group.slices:
                     for path in expand(s.path, n_layers, kinds, s.layer_kinds):
                         param = resolve(root, path, s.optional)
-                        if param is None or (group.name, id(param), s.dim) in seen:
+                        # a buffer (a router's score-correction bias) has no gradient: nothing to score
+                        if param is None or not param.requires_grad or (group.name, id(param), s.dim) in seen:
                             continue
                         seen.add((group.name, id(param), s.dim))
                         self._add(param, self._slice_reducer(group, s, counts, target))

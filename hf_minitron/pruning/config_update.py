@@ -33,6 +33,8 @@ def pruned_config_values(
     if spec.layer_pattern_values is not None:
         values.update(spec.layer_pattern_values(text, kept_layers))
     values.update(sizes)
+    if spec.derived_config_values is not None:
+        values.update(spec.derived_config_values(text, values))
     head_dim = spec.shape(config).get("head_dim")
     if head_dim is not None:
         values["head_dim"] = head_dim

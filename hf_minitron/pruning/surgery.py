@@ -67,7 +67,8 @@ class Surgeon:
         ):  # the norm's statistic spans fewer entries: keep the kept outputs
             factor = math.sqrt(old.shape[s.dim] / value.shape[s.dim])
             value = ((self.offset + value.float()) * factor - self.offset).to(value.dtype)
-        new = nn.Parameter(value, requires_grad=old.requires_grad)
+        # a buffer (a router's score-correction bias) stays a buffer
+        new = nn.Parameter(value, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else value
         setattr(owner, name, new)
         if id(old) in self._shared:
             self._cut[id(old)] = (old, new)
@@ -159,4 +160,8 @@ def refresh_module_attributes(spec, model: nn.Module, kinds: list[str] | None) -
             if kinds is not None and not applies(group.layer_kinds, kinds[i]):
                 continue
             for path, attr, value in group.module_attributes:
-                setattr(layer.get_submodule(path) if path else layer, attr, value(config))
+                module, new = layer.get_submodule(path) if path else layer, value(config)
+                current = getattr(module, attr, None)
+                if isinstance(current, torch.Tensor):  # a buffer (Falcon-H1's mup_vector) keeps device, dtype
+                    new = new.to(current)
+                setattr(module, attr, new)
