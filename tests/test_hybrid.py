@@ -347,6 +347,8 @@ def test_tied_dead_layer_ranks_last_and_dropping_it_keeps_the_pattern(arch, dead
     with torch.no_grad():
         (layer.mamba.out_proj if dead == 0 else layer.self_attn.o_proj).weight.zero_()
         getattr(getattr(layer, mlp), writer).weight.zero_()
+        if getattr(layer, "block_sparse_moe", None) is not None:  # Granite 4's routed experts
+            layer.block_sparse_moe.experts.down_proj.zero_()
     batch = random_batches(n=1, seed=1)[0]
     before = _logits(model, batch)
     target = PruningConfig(num_hidden_layers=4, importance="activation")
@@ -403,10 +405,70 @@ def test_tied_mamba_heads_go_with_the_hidden_size(arch, tmp_path):
     assert report["err"] < 1e-5 and report["gen"] == 7
 
 
-def test_granite_routed_experts_are_refused_naming_the_field():
-    model = tiny_model("granitemoehybrid", num_local_experts=4, num_experts_per_tok=2, intermediate_size=32)
-    with pytest.raises(ValueError, match=r"num_local_experts=4 is not supported yet .* allowed 0"):
-        prune_model(model, PruningConfig(layers_to_drop=[2], importance="activation"))
+def kill_granite_expert(model, expert: int) -> None:
+    """An expert that outputs zero and that the router never picks: hidden channel 0 carries a large constant
+    (embedding column) that only its router row reads, with a large negative weight. Zero gate rows kill
+    DEAD_EXPERT_NEURONS."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        model.model.embed_tokens.weight[:, 0] = 1.0
+        for layer in model.model.layers:
+            moe = layer.block_sparse_moe
+            router = moe.router.weight
+            router.copy_(torch.randn(router.shape, generator=g))  # O(1) logits: every live expert gets tokens
+            router[:, 0] = 0
+            router[expert] = 0
+            router[expert, 0] = -1000.0
+            moe.experts.down_proj[expert] = 0
+            moe.experts.gate_up_proj[:, DEAD_EXPERT_NEURONS] = 0
+
+
+def test_granite_dead_expert_and_neurons_rank_last_and_pruning_them_is_exact(tmp_path):
+    """Granite 4's routed experts beside the shared MLP, in Mamba and attention layers alike."""
+    model = tiny_model("granitemoehybrid")
+    kill_granite_expert(model, expert=2)
+    # no padding here: the pad token's embedding is zero but for channel 0, so its live router logits tie at
+    # exactly 0 and top-k breaks that tie differently once there are fewer experts
+    batch = random_batches(n=1, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(num_local_experts=3, intermediate_size=24, importance="activation")
+    scores = estimate_importance(model, random_batches(pad_last=4), target)
+    assert (scores.experts[:, 2] == 0).all() and (scores.experts[:, [0, 1, 3]] > 0).all()
+    live = scores.expert_neurons[:, [0, 1, 3]]
+    assert (live[..., DEAD_EXPERT_NEURONS] == 0).all() and (live.sum(-1) > 0).all()
+    prune_model(model, target, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    assert (model.config.num_local_experts, model.config.intermediate_size, model.num_experts) == (3, 24, 3)
+    for layer in model.model.layers:
+        moe = layer.block_sparse_moe
+        assert (moe.router.num_experts, moe.experts.num_experts, moe.experts.intermediate_dim) == (3, 3, 24)
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    model.save_pretrained(tmp_path / "granitemoehybrid")
+    torch.save({"batch": batch, "logits": before}, tmp_path / "granitemoehybrid" / "expected.pt")
+    report = reload_in_fresh_process([tmp_path / "granitemoehybrid"])["granitemoehybrid"]
+    assert report["err"] < 1e-5 and report["gen"] == 7
+
+
+GRANITE_BAD = [
+    (
+        dict(num_local_experts=1),
+        r"num_local_experts=1 is invalid: allowed 2\.\.4 \(at least num_experts_per_tok=2",
+    ),
+    (dict(num_local_experts=5), r"num_local_experts=5 is invalid: allowed 1\.\.4"),
+    (dict(intermediate_size=40), r"intermediate_size=40 is invalid: allowed 1\.\.32"),
+]
+
+
+@pytest.mark.parametrize("request_,match", GRANITE_BAD, ids=[m.split(" ")[0] for _, m in GRANITE_BAD])
+def test_granite_bad_expert_requests_name_the_field_and_leave_the_model_untouched(request_, match):
+    model = tiny_model("granitemoehybrid")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=match):
+        prune_model(model, PruningConfig(importance="activation", **request_))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_depth_by_scores_keeps_an_attention_layer():
@@ -424,9 +486,11 @@ def test_depth_by_scores_keeps_an_attention_layer():
     assert ATTENTION not in model.config.layers_block_type
 
 
-def test_granite_dead_shared_mlp_neurons_rank_last_and_pruning_them_is_exact():
-    """The shared MLP's fused [gate | up] `input_linear`: zero up rows kill the neurons; cut segment by segment."""
-    model = tiny_model("granitemoehybrid")
+@pytest.mark.parametrize("experts", [4, 0], ids=["routed_experts", "dense"])
+def test_granite_dead_shared_mlp_neurons_rank_last_and_pruning_them_is_exact(experts):
+    """The shared MLP's fused [gate | up] `input_linear`: zero up rows kill the neurons; cut segment by segment.
+    Dense Granite 4 (num_local_experts=0) has no expert tensors: the optional expert slices are skipped."""
+    model = tiny_model("granitemoehybrid", num_local_experts=experts)
     with torch.no_grad():
         for layer in model.model.layers:
             layer.shared_mlp.input_linear.weight[128 + DEAD_NEURONS] = 0

@@ -95,7 +95,7 @@ HYBRID_OVERRIDES: dict[str, dict] = {
         rms_norm_eps=1e-20,
         tie_word_embeddings=False,
     ),
-    # dense Granite 4 (no routed experts), the same Mamba shape as bamba, its own multipliers
+    # Granite 4 with 4 routed experts (top 2, width 32) beside the shared MLP; the same Mamba shape as bamba
     "granitemoehybrid": dict(
         num_hidden_layers=5,
         layer_types=[
@@ -105,7 +105,9 @@ HYBRID_OVERRIDES: dict[str, dict] = {
             "linear_attention",
             "full_attention",
         ],
-        num_local_experts=0,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        intermediate_size=32,
         shared_intermediate_size=128,
         mamba_n_heads=16,
         mamba_d_head=8,

@@ -271,7 +271,12 @@ def validate(group: DimensionGroup, new: dict, current: dict) -> None:
     for key in reversed(group.config_keys):  # KV groups before the query heads derived from them
         if new[key] > current[key]:
             raise _fail(key, new[key], f"1..{current[key]} (the model's current {key})")
-    if group.lower_bound and new[group.key] < current[group.lower_bound]:
+    # an unchanged size is always allowed (a dense Granite 4 has 0 experts and a default top-k)
+    if (
+        group.lower_bound
+        and new[group.key] != current[group.key]
+        and new[group.key] < current[group.lower_bound]
+    ):
         low = current[group.lower_bound]
         raise _fail(
             group.key,
