@@ -274,6 +274,33 @@ def test_nemotron_h_moe_bad_requests_name_the_field_and_leave_the_model_untouche
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("arch", ["nemotron_h", "falcon_h1"])
+def test_one_head_per_group_prunes_the_groups_with_the_heads(arch):
+    """n_groups == heads ("MHA stays MHA"): a dead head goes with its group's B/C rows and conv channels, and the
+    gated norm's gain keeps its per-group scale (the group width is unchanged, unlike pruning heads in a group)."""
+    keys = {"nemotron_h": ("mamba_num_heads", "n_groups"), "falcon_h1": ("mamba_n_heads", "mamba_n_groups")}[
+        arch
+    ]
+    extra = {"falcon_h1": dict(mamba_d_ssm=32)}.get(arch, {})
+    model = tiny_model(arch, **{keys[0]: 4, keys[1]: 4}, **extra)
+    kill_mamba_heads(model, heads=(1,))
+    batch = random_batches(n=1, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(importance="activation", rescale_norms=True, **{keys[0]: 3})
+    scores = estimate_importance(model, random_batches(), target)
+    prune_model(model, target, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    assert (getattr(model.config, keys[0]), getattr(model.config, keys[1])) == (3, 3)
+    for _, layer in _layers(model, MAMBA):
+        mixer = getattr(layer, "mixer", None) or layer.mamba
+        assert (mixer.n_groups, mixer.conv_dim) == (3, 3 * 8 + 2 * 3 * 16)
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    assert model.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3, do_sample=False).shape[1] == 6
+
+
 def test_latent_moe_is_refused_before_surgery():
     """A latent MoE projection (moe_latent_size) is not described by the groups: refused naming the field."""
     model = tiny_model("nemotron_h", moe_latent_size=16)

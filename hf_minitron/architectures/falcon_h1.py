@@ -34,10 +34,13 @@ def _mamba_group():
     )
     # the gated norm exists only with mamba_rms_norm=True (else nn.Identity); it computes its group size itself
     slices = tuple(replace(s, optional=True) if s.path == "mamba.norm.weight" else s for s in group.slices)
-    attributes = tuple(a for a in group.module_attributes if a[0] == "mamba")
-    return replace(
-        group, slices=slices, module_attributes=(*attributes, ("mamba", "mup_vector", _mup_vector))
+    attributes = (
+        *(a for a in group.module_attributes if a[0] == "mamba"),
+        ("mamba", "groups_time_state_size", lambda c: c.mamba_n_groups * c.mamba_d_state),
+        ("mamba.norm", "n_groups", lambda c: c.mamba_n_groups),  # its groups (one head each may go)
+        ("mamba", "mup_vector", _mup_vector),
     )
+    return replace(group, slices=slices, module_attributes=attributes)
 
 
 FALCON_H1 = register(

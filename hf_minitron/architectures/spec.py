@@ -62,7 +62,8 @@ class ArchitectureSpec:
         supported_layer_kinds (`tuple[str, ...]`, defaults to `()`): The layer kinds the groups describe; a model
             with another kind is refused before surgery (empty: no check).
         fixed_keys (`tuple[str, ...]`, defaults to `()`): Config keys of a group that must keep their value
-            (Mamba-2 `n_groups`: the grouped norm and B/C stay whole).
+            (Mamba-2 `n_groups`: the grouped norm and B/C stay whole), except a GQA group's KV key when every KV
+            unit holds one unit (`n_groups == mamba_num_heads`): the groups are then pruned with their heads.
         inner_width_tie (`tuple[str, str, str]`, *optional*): (heads key, head size key, expansion key) when the
             config class requires heads x head size == expansion x `hidden_size` (Bamba, Granite 4's Mamba width):
             the heads are then pruned only with the hidden size, in proportion.
@@ -179,7 +180,15 @@ class ArchitectureSpec:
         self.check_layer_kinds(config)
         current = self.shape(config)
         for key in self.fixed_keys:
-            if key in sizes and sizes[key] != current.get(key):
+            # one unit per group (Mamba-2 with n_groups == heads): the groups go with their units, "MHA stays MHA"
+            whole = any(
+                g.selection == "gqa"
+                and g.config_keys[1] == key
+                and current[g.key] == current[key]
+                and sizes[g.key] == sizes[key]
+                for g in self.groups
+            )
+            if key in sizes and sizes[key] != current.get(key) and not whole:
                 raise ValueError(
                     f"{key}={sizes[key]} is invalid for {self.model_types[0]}: allowed {current.get(key)} "
                     "(kept whole: only the units within each group are pruned)"

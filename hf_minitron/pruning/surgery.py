@@ -62,10 +62,11 @@ class Surgeon:
             value = picked.movedim((0, -1), (s.block_dim, s.dim)).contiguous()
         else:
             value = old.detach().index_select(s.dim, index)
-        if (
-            s.rms_width and self.rescale_norms
-        ):  # the norm's statistic spans fewer entries: keep the kept outputs
-            factor = math.sqrt(old.shape[s.dim] / value.shape[s.dim])
+        if s.rms_width and self.rescale_norms:  # the statistic spans fewer entries: keep the kept outputs
+            old_width, new_width = old.shape[s.dim], value.shape[s.dim]
+            if s.rms_width == "kv":  # per group (Mamba-2's gated norm): whole groups may go too
+                old_width, new_width = old_width / counts["kv"], new_width / len(kept["kv"])
+            factor = math.sqrt(old_width / new_width)
             value = ((self.offset + value.float()) * factor - self.offset).to(value.dtype)
         # a buffer (a router's score-correction bias) stays a buffer
         new = nn.Parameter(value, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else value
