@@ -310,26 +310,30 @@ def test_latent_moe_is_refused_before_surgery():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-@pytest.mark.parametrize("arch", ["nemotron_h"])
+DISTILL = {  # arch -> (Mamba heads request, layers_to_drop, kept layers)
+    "nemotron_h": (dict(mamba_num_heads=10), [4], [0, 1, 2, 3, 5]),
+    "falcon_h1": (dict(mamba_n_heads=10), [2], [0, 1, 3]),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(DISTILL))
 def test_pruned_hybrid_student_distills_with_the_trainer(arch, tmp_path):
     """Width and depth pruned student, hidden-state loss on the kept layers and the kept channels."""
     from distill_worker import tiny_args, token_dataset
 
     from hf_minitron import DistillationTrainer
 
+    heads, drop, kept = DISTILL[arch]
     teacher = tiny_model(arch)
     student = tiny_model(arch)
-    target = PruningConfig(hidden_size=48, mamba_num_heads=10, layers_to_drop=[4], importance="activation")
+    target = PruningConfig(hidden_size=48, layers_to_drop=drop, importance="activation", **heads)
     prune_model(student, target, estimate_importance(student, random_batches(), target))
     before = {k: v.clone() for k, v in student.state_dict().items()}
     args = tiny_args(tmp_path, hidden_state_weight=1.0, logging_steps=1)
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(8)
     )
-    assert (
-        trainer.layer_pairs
-        and trainer.layer_pairs[0][1] == [0, 1, 2, 3, 5][trainer.layer_pairs[0][0] + 1] - 1
-    )
+    assert trainer.layer_pairs and trainer.layer_pairs[0][1] == kept[trainer.layer_pairs[0][0] + 1] - 1
     trainer.train()
     logged = [row for row in trainer.state.log_history if "loss" in row]
     assert logged and all(torch.isfinite(torch.tensor(row["loss"])) for row in logged)
