@@ -64,10 +64,10 @@ class PruningConfig:
             blocks (Nemotron 3 Nano).
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
         num_experts, num_local_experts (`int`, *optional*): New number of experts in every MoE layer (the family's
-            key: `num_experts` for Qwen-MoE and OLMoE, `num_local_experts` for Mixtral and gpt-oss); at least
-            `num_experts_per_tok`.
-        moe_intermediate_size (`int`, *optional*): New width of every expert (Qwen-MoE); Mixtral, OLMoE and
-            gpt-oss size their experts with `intermediate_size`.
+            key: `num_experts` for Qwen-MoE and OLMoE, `num_local_experts` for Mixtral, gpt-oss, Granite 4 and
+            Nemotron-H, where it is a multiple of `n_group`); at least `num_experts_per_tok`.
+        moe_intermediate_size (`int`, *optional*): New width of every expert (Qwen-MoE, Nemotron-H); Mixtral,
+            OLMoE, gpt-oss and Granite 4 size their experts with `intermediate_size`.
         shared_expert_intermediate_size (`int`, *optional*): New width of the shared expert (Qwen2-MoE).
         intermediate_size_mlp (`int`, *optional*): New width of the dense layers' MLP (Llama 4, whose experts and
             shared expert share `intermediate_size`).
