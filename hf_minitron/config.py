@@ -36,6 +36,7 @@ _SIZE_FIELDS = (
     "shared_intermediate_size",
     "linear_num_value_heads",
     "linear_num_key_heads",
+    "moe_shared_expert_intermediate_size",
 )
 
 
@@ -57,20 +58,24 @@ class PruningConfig:
             query heads. For GQA models it defaults to the current count; for MHA models to `num_attention_heads`.
         mamba_num_heads (`int`, *optional*): New number of Mamba-2 SSM heads of a hybrid model (Nemotron-H), the
             same in every Mamba layer; a multiple of the model's `n_groups`, which is kept.
-        mamba_n_heads (`int`, *optional*): The same for the families that call it `mamba_n_heads` (Bamba), where
-            the config ties it to the hidden size (`mamba_n_heads * mamba_d_head == mamba_expand * hidden_size`).
+        mamba_n_heads (`int`, *optional*): The same for the families that call it `mamba_n_heads` (Bamba, Granite
+            4, Falcon-H1); Bamba and Granite 4 tie it to the hidden size (`mamba_n_heads * mamba_d_head ==
+            mamba_expand * hidden_size`), Falcon-H1 rewrites `mamba_d_ssm` with it.
         shared_intermediate_size (`int`, *optional*): New width of Granite 4's shared MLP, in every layer.
         linear_num_value_heads (`int`, *optional*): New number of Gated DeltaNet value heads (Qwen3-Next, Qwen 3.5,
             OLMo Hybrid), the same in every linear-attention layer; a multiple of `linear_num_key_heads`.
         linear_num_key_heads (`int`, *optional*): New number of Gated DeltaNet key heads: whole key heads are
             dropped with their value heads (the value heads per key head are kept unless told otherwise).
+        moe_shared_expert_intermediate_size (`int`, *optional*): New width of the shared expert of Nemotron-H's MoE
+            blocks (Nemotron 3 Nano).
         num_hidden_layers (`int`, *optional*): New depth; the layers to drop are chosen by `depth_metric`.
         num_experts, num_local_experts (`int`, *optional*): New number of experts in every MoE layer (the family's
             key: `num_experts` for Qwen-MoE, OLMoE and ERNIE-4.5, `num_local_experts` for Mixtral, gpt-oss, Llama 4,
-            Phi-MoE, Granite-MoE and GLM-4-MoE, whose configs map these names to their own); at least
-            `num_experts_per_tok`.
-        moe_intermediate_size (`int`, *optional*): New width of every expert (Qwen-MoE, GLM-4-MoE, ERNIE-4.5);
-            Mixtral, OLMoE, gpt-oss, Llama 4, Phi-MoE and Granite-MoE size their experts with `intermediate_size`.
+            Phi-MoE, Granite-MoE, GLM-4-MoE, Granite 4 and Nemotron-H, whose configs map these names to their own;
+            a multiple of `n_group` for Nemotron-H); at least `num_experts_per_tok`.
+        moe_intermediate_size (`int`, *optional*): New width of every expert (Qwen-MoE, GLM-4-MoE, ERNIE-4.5,
+            Nemotron-H); Mixtral, OLMoE, gpt-oss, Llama 4, Phi-MoE, Granite-MoE and Granite 4 size their experts with
+            `intermediate_size`.
         shared_expert_intermediate_size (`int`, *optional*): New width of the shared expert (Qwen2-MoE).
         intermediate_size_mlp (`int`, *optional*): New width of the dense layers' MLP (Llama 4, whose experts and
             shared expert share `intermediate_size`).
@@ -135,6 +140,9 @@ class PruningConfig:
     )
     linear_num_key_heads: int | None = field(
         default=None, metadata={"help": "New Gated DeltaNet key head count (linear attention)."}
+    )
+    moe_shared_expert_intermediate_size: int | None = field(
+        default=None, metadata={"help": "New width of Nemotron-H's shared expert."}
     )
     layers_to_drop: list[int] | None = field(
         default=None, metadata={"help": "Explicit layer indices to drop."}

@@ -37,6 +37,8 @@ def pruned_config(model_config, shape: Mapping[str, int | None], kept_layers: Se
     if head_dim is not None:
         values["head_dim"] = head_dim
     text = text_config(model_config)
+    if spec.derived_config_values is not None:  # e.g. Falcon-H1's mamba_d_ssm from the Mamba heads
+        values.update(spec.derived_config_values(text, {**spec.shape(model_config), **values}))
     depth = values.get("num_hidden_layers", text.num_hidden_layers)
     if kept_layers is not None:
         if len(kept_layers) != depth:

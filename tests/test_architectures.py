@@ -31,7 +31,8 @@ def test_every_declared_slice_matches_a_parameter_of_that_size(arch):
     assert isinstance(layers, torch.nn.ModuleList) and len(layers) == shape["num_hidden_layers"]
     assert spec.lm_head(model) is model.get_output_embeddings()
     assert spec.embed(model) is model.get_input_embeddings()
-    named = dict(model.named_parameters(remove_duplicate=False))
+    # buffers too: a router's score-correction bias moves with its experts
+    named = {**dict(model.named_buffers()), **dict(model.named_parameters(remove_duplicate=False))}
     kinds = spec.layer_kinds(model.config)
     for group in spec.groups:
         counts = index_counts(group, shape)

@@ -13,7 +13,7 @@ from hf_minitron.config import PruningConfig
 from hf_minitron.importance import estimate_importance
 from hf_minitron.pruning import prune_model
 
-MAMBA, ATTENTION, MLP = "linear_attention", "full_attention", "mlp"
+MAMBA, ATTENTION, MLP, MOE = "linear_attention", "full_attention", "mlp", "moe"
 DEAD_MAMBA_HEADS = (1, 8)  # one head in each of the 2 groups of 6 heads
 DEAD_NEURONS = torch.arange(0, 128, 4)
 DEAD_KV_GROUP = 1  # query heads 2, 3 (with KV group 1 of 4)
@@ -25,7 +25,9 @@ def _logits(model, batch):
 
 
 def _layers(model, kind):
-    return [(i, layer) for i, layer in enumerate(get_spec(model).layers(model)) if layer.block_type == kind]
+    """The layers of one kind (Falcon-H1's layers have every kind: no `block_type`)."""
+    layers = enumerate(get_spec(model).layers(model))
+    return [(i, layer) for i, layer in layers if getattr(layer, "block_type", kind) == kind]
 
 
 def kill_mamba_heads(model, heads=DEAD_MAMBA_HEADS) -> None:
@@ -108,12 +110,21 @@ def test_dead_mamba_head_ranks_last_in_its_group_under_taylor_and_magnitude(arch
 
 
 @pytest.mark.parametrize("arch", ["nemotron_h"])
-@pytest.mark.parametrize("dead", [0, 1, 2], ids=[MAMBA, ATTENTION, MLP])
+@pytest.mark.parametrize("dead", [0, 1, 2, 4], ids=[MAMBA, ATTENTION, MLP, MOE])
 def test_dead_layer_of_each_kind_ranks_last_and_dropping_it_keeps_the_pattern(arch, dead):
     model = tiny_model(arch)
-    writer = {MAMBA: "out_proj", ATTENTION: "o_proj", MLP: "down_proj"}[HYBRID_PATTERN[dead]]
+    mixer = get_spec(model).layers(model)[dead].mixer
+    writers = {
+        MAMBA: [mixer.out_proj.weight] if hasattr(mixer, "out_proj") else [],
+        ATTENTION: [mixer.o_proj.weight] if hasattr(mixer, "o_proj") else [],
+        MLP: [mixer.down_proj.weight] if hasattr(mixer, "down_proj") else [],
+        MOE: [mixer.experts.down_proj, mixer.shared_experts.down_proj.weight]
+        if hasattr(mixer, "experts")
+        else [],
+    }[HYBRID_PATTERN[dead]]
     with torch.no_grad():
-        getattr(get_spec(model).layers(model)[dead].mixer, writer).weight.zero_()
+        for w in writers:
+            w.zero_()
     batch = random_batches(n=1, seed=1)[0]
     before = _logits(model, batch)
     target = PruningConfig(num_hidden_layers=5, importance="activation")
@@ -172,35 +183,57 @@ def test_bad_requests_name_the_field_and_leave_the_model_untouched(arch, request
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
-def test_unsupported_layer_kind_is_refused_before_surgery():
-    """MoE blocks (Nemotron 3 Nano) are not described yet: refused naming the pattern field."""
-    model = tiny_model("nemotron_h", layers_block_type=[MAMBA, "moe", ATTENTION, MLP], num_hidden_layers=4)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match=r"layers_block_type contains \['moe'\].*allowed layer kinds"):
-        prune_model(model, PruningConfig(layers_to_drop=[3], importance="activation"))
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+@pytest.mark.parametrize("arch", ["nemotron_h", "falcon_h1"])
+def test_one_head_per_group_prunes_the_groups_with_the_heads(arch):
+    """n_groups == heads ("MHA stays MHA"): a dead head goes with its group's B/C rows and conv channels, and the
+    gated norm's gain keeps its per-group scale (the group width is unchanged, unlike pruning heads in a group)."""
+    keys = {"nemotron_h": ("mamba_num_heads", "n_groups"), "falcon_h1": ("mamba_n_heads", "mamba_n_groups")}[
+        arch
+    ]
+    extra = {"falcon_h1": dict(mamba_d_ssm=32)}.get(arch, {})
+    model = tiny_model(arch, **{keys[0]: 4, keys[1]: 4}, **extra)
+    kill_mamba_heads(model, heads=(1,))
+    batch = random_batches(n=1, seed=1)[0]
+    before = _logits(model, batch)
+    target = PruningConfig(importance="activation", rescale_norms=True, **{keys[0]: 3})
+    scores = estimate_importance(model, random_batches(), target)
+    prune_model(model, target, scores)
+    torch.testing.assert_close(_logits(model, batch), before, atol=1e-5, rtol=1e-5)
+    assert (getattr(model.config, keys[0]), getattr(model.config, keys[1])) == (3, 3)
+    for _, layer in _layers(model, MAMBA):
+        mixer = getattr(layer, "mixer", None) or layer.mamba
+        assert (mixer.n_groups, mixer.conv_dim) == (3, 3 * 8 + 2 * 3 * 16)
+    fresh = AutoModelForCausalLM.from_config(model.config)
+    assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+    assert model.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=3, do_sample=False).shape[1] == 6
 
 
-@pytest.mark.parametrize("arch", ["nemotron_h"])
+DISTILL = {  # arch -> (Mamba heads request, layers_to_drop, kept layers)
+    "nemotron_h": (dict(mamba_num_heads=10), [4], [0, 1, 2, 3, 5]),
+    "falcon_h1": (dict(mamba_n_heads=10), [2], [0, 1, 3]),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(DISTILL))
 def test_pruned_hybrid_student_distills_with_the_trainer(arch, tmp_path):
     """Width and depth pruned student, hidden-state loss on the kept layers and the kept channels."""
     from distill_worker import tiny_args, token_dataset
 
     from hf_minitron import DistillationTrainer
 
+    heads, drop, kept = DISTILL[arch]
     teacher = tiny_model(arch)
     student = tiny_model(arch)
-    target = PruningConfig(hidden_size=48, mamba_num_heads=10, layers_to_drop=[4], importance="activation")
+    target = PruningConfig(hidden_size=48, layers_to_drop=drop, importance="activation", **heads)
     prune_model(student, target, estimate_importance(student, random_batches(), target))
     before = {k: v.clone() for k, v in student.state_dict().items()}
     args = tiny_args(tmp_path, hidden_state_weight=1.0, logging_steps=1)
     trainer = DistillationTrainer(
         model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(8)
     )
-    assert (
-        trainer.layer_pairs
-        and trainer.layer_pairs[0][1] == [0, 1, 2, 3, 5][trainer.layer_pairs[0][0] + 1] - 1
-    )
+    assert trainer.layer_pairs and trainer.layer_pairs[0][1] == kept[trainer.layer_pairs[0][0] + 1] - 1
     trainer.train()
     logged = [row for row in trainer.state.log_history if "loss" in row]
     assert logged and all(torch.isfinite(torch.tensor(row["loss"])) for row in logged)
@@ -225,6 +258,8 @@ def test_tied_dead_layer_ranks_last_and_dropping_it_keeps_the_pattern(arch, dead
     with torch.no_grad():
         (layer.mamba.out_proj if dead == 0 else layer.self_attn.o_proj).weight.zero_()
         getattr(getattr(layer, mlp), writer).weight.zero_()
+        if getattr(layer, "block_sparse_moe", None) is not None:  # Granite 4's routed experts
+            layer.block_sparse_moe.experts.down_proj.zero_()
     batch = random_batches(n=1, seed=1)[0]
     before = _logits(model, batch)
     target = PruningConfig(num_hidden_layers=4, importance="activation")
@@ -281,12 +316,6 @@ def test_tied_mamba_heads_go_with_the_hidden_size(arch, tmp_path):
     assert report["err"] < 1e-5 and report["gen"] == 7
 
 
-def test_granite_routed_experts_are_refused_naming_the_field():
-    model = tiny_model("granitemoehybrid", num_local_experts=4, num_experts_per_tok=2, intermediate_size=32)
-    with pytest.raises(ValueError, match=r"num_local_experts=4 is not supported yet .* allowed 0"):
-        prune_model(model, PruningConfig(layers_to_drop=[2], importance="activation"))
-
-
 def test_depth_by_scores_keeps_an_attention_layer():
     from hf_minitron.importance import ImportanceScores
 
@@ -302,9 +331,11 @@ def test_depth_by_scores_keeps_an_attention_layer():
     assert ATTENTION not in model.config.layers_block_type
 
 
-def test_granite_dead_shared_mlp_neurons_rank_last_and_pruning_them_is_exact():
-    """The shared MLP's fused [gate | up] `input_linear`: zero up rows kill the neurons; cut segment by segment."""
-    model = tiny_model("granitemoehybrid")
+@pytest.mark.parametrize("experts", [4, 0], ids=["routed_experts", "dense"])
+def test_granite_dead_shared_mlp_neurons_rank_last_and_pruning_them_is_exact(experts):
+    """The shared MLP's fused [gate | up] `input_linear`: zero up rows kill the neurons; cut segment by segment.
+    Dense Granite 4 (num_local_experts=0) has no expert tensors: the optional expert slices are skipped."""
+    model = tiny_model("granitemoehybrid", num_local_experts=experts)
     with torch.no_grad():
         for layer in model.model.layers:
             layer.shared_mlp.input_linear.weight[128 + DEAD_NEURONS] = 0

@@ -89,7 +89,10 @@ def _parameters(config) -> int:
 
 def test_every_recipe_is_covered():
     names = {p.stem for p in RECIPES.glob("*.yaml")}
-    assert names == set(PUBLISHED) | set(MOE_PUBLISHED) | {"quickstart", "quickstart-smoke"}
+    assert names == set(PUBLISHED) | set(MOE_PUBLISHED) | set(HYBRID_PUBLISHED) | {
+        "quickstart",
+        "quickstart-smoke",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES.glob("*.yaml")))
@@ -201,3 +204,65 @@ def test_shipped_recipe_names_resolve(tmp_path):
     bad.write_text("pruning:\n  hidden_sise: 3\n")
     with pytest.raises(ValueError, match="hidden_sise"):
         load_recipe(bad)
+
+
+# ------------------------------------------------- Mamba-2 hybrids (NVIDIA Megatron-Bridge's model providers)
+NEMOTRON_H_8B_PATTERN = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"
+NANO_12B_PATTERN = "M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M*-M-M-M-M-"
+NANO_9B_PATTERN = "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-"
+NEMOTRON_H_8B = dict(model_type="nemotron_h", vocab_size=131072, hybrid_override_pattern=NEMOTRON_H_8B_PATTERN,
+                     hidden_size=4096, intermediate_size=21504, num_attention_heads=32, num_key_value_heads=8,
+                     head_dim=128, mamba_num_heads=128, mamba_head_dim=64, n_groups=8, ssm_state_size=128,
+                     tie_word_embeddings=False)  # fmt: skip
+NANO_12B_V2 = dict(NEMOTRON_H_8B, hybrid_override_pattern=NANO_12B_PATTERN, hidden_size=5120,
+                   intermediate_size=20480, num_attention_heads=40, mamba_head_dim=80)  # fmt: skip
+
+# recipe -> (source, published sizes, published pattern, exact parameters of that shape, distillation tokens (B))
+HYBRID_PUBLISHED = {
+    "nemotron-h-8b-to-4b": (
+        NEMOTRON_H_8B,
+        dict(hidden_size=3072, intermediate_size=12288, mamba_num_heads=112, num_attention_heads=32),
+        NEMOTRON_H_8B_PATTERN,
+        4_489_223_040,
+        380,
+    ),
+    "nemotron-nano-12b-v2-to-9b": (
+        NANO_12B_V2,
+        dict(hidden_size=4480, intermediate_size=15680, mamba_num_heads=128, num_attention_heads=40),
+        NANO_9B_PATTERN,
+        8_888_227_328,
+        94,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HYBRID_PUBLISHED))
+def test_hybrid_recipe_targets_fit_the_source_and_give_the_published_shape(name):
+    """The targets validate against the source config, keep n_groups, and give the published widths; the published
+    shape (with its own layer pattern) has the parameter count quoted in the recipe."""
+    from hf_minitron.architectures import get_spec
+
+    source_arch, published, pattern, params, _ = HYBRID_PUBLISHED[name]
+    recipe = load_recipe(name)
+    source = _source_config(source_arch)
+    pruning = PruningConfig(**recipe["pruning"])
+    pruning.validate_for(source)
+    sizes = pruning.target_sizes(source)
+    get_spec(source).check_sizes(source, sizes)
+    assert {k: sizes[k] for k in published} == published and sizes["n_groups"] == 8
+    assert (pruning.num_hidden_layers or source.num_hidden_layers) == len(pattern)
+    pruned = _source_config({**source_arch, **published, "hybrid_override_pattern": pattern})
+    assert _parameters(pruned) == params
+    assert f"{params:,}" in (RECIPES / f"{name}.yaml").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(HYBRID_PUBLISHED))
+def test_hybrid_recipe_distillation_settings_build_distillation_arguments(name, tmp_path):
+    from hf_minitron import DistillationArguments
+
+    values = dict(load_recipe(name)["distillation"])
+    assert values["distill_loss"] == "forward_kl" and values["distill_temperature"] == 1.0
+    values.pop("bf16", None)  # needs an accelerator here
+    args = DistillationArguments(output_dir=str(tmp_path), use_cpu=True, **values)
+    tokens = args.max_steps * args.gradient_accumulation_steps * load_recipe(name)["data"]["seq_len"]
+    assert tokens / 1e9 == pytest.approx(HYBRID_PUBLISHED[name][-1], rel=0.01)

@@ -20,7 +20,7 @@ from hf_minitron.counting import (
     kv_cache_bytes_per_token,
     shape_of,
 )
-from hf_minitron.pruning.budget import accepted
+from hf_minitron.pruning.budget import accepted, resolve_target_params
 from hf_minitron.search import enumerate_candidates, search_architectures
 
 
@@ -141,16 +141,35 @@ def test_pruning_a_shallower_candidate_gives_its_exact_count(arch):
         assert scores.layers[dropped].max() <= scores.layers[kept].min()
 
 
+DENSE_NEMOTRON_H = ["linear_attention", "full_attention", "mlp", "linear_attention", "mlp", "full_attention"]
+
+
 def test_hybrid_parameter_budget_resolves_to_the_practical_shape():
-    """target_params on a hybrid: hidden and MLP widths shrink by a common factor, to a budget met exactly
-    when a common-factor shape has it (here hidden 48 and MLP 96 of 64 and 128)."""
-    model = tiny_model("nemotron_h")
+    """target_params on a hybrid without experts: hidden and MLP widths shrink by a common factor, to a budget met
+    exactly when a common-factor shape has it (here hidden 48 and MLP 96 of 64 and 128)."""
+    model = tiny_model("nemotron_h", layers_block_type=DENSE_NEMOTRON_H)
     target = count_parameters(model.config, {"hidden_size": 48, "intermediate_size": 96})
     config = PruningConfig(target_params=target)
     batches = random_batches(n=2, vocab_size=model.config.vocab_size)
     pruned = prune_model(model, config, estimate_importance(model, batches, config))
     assert sum(p.numel() for p in pruned.parameters()) == target
     assert (pruned.config.hidden_size, pruned.config.intermediate_size) == (48, 96)
+
+
+def test_hybrid_moe_expert_budget_keeps_whole_routing_groups():
+    """Nemotron 3 Nano-style MoE blocks keep experts per routing group: a budget between 6 and 4 experts resolves
+    to a multiple of n_group (2), never 5 or 7, and prunes to exactly that count."""
+    model = tiny_model("nemotron_h")
+    for target_experts in (5, 7):
+        target = count_parameters(model.config, {"num_local_experts": target_experts})
+        resolved = resolve_target_params(model.config, PruningConfig(target_params=target))
+        assert resolved.num_local_experts % model.config.n_group == 0
+        assert abs(resolved.num_local_experts - target_experts) == 1
+    config = PruningConfig(target_params=count_parameters(model.config, {"num_local_experts": 6}))
+    batches = random_batches(n=2, vocab_size=model.config.vocab_size)
+    pruned = prune_model(model, config, estimate_importance(model, batches, config))
+    assert pruned.config.num_local_experts == 6
+    assert sum(p.numel() for p in pruned.parameters()) == config.target_params
 
 
 @pytest.mark.parametrize("arch", ["mixtral", "nemotron_h"])

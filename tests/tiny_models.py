@@ -62,7 +62,7 @@ ARCH_OVERRIDES: dict[str, dict] = {
 }
 
 # Hybrid families (layers of different kinds from a pattern key): the dense matrix does not apply, see test_hybrid.py.
-HYBRID_PATTERN = ["linear_attention", "full_attention", "mlp", "linear_attention", "mlp", "full_attention"]
+HYBRID_PATTERN = ["linear_attention", "full_attention", "mlp", "linear_attention", "moe", "full_attention"]
 HYBRID_OVERRIDES: dict[str, dict] = {
     # 12 Mamba heads in 2 groups (not 8: distinct from the attention heads)
     "nemotron_h": dict(
@@ -75,6 +75,13 @@ HYBRID_OVERRIDES: dict[str, dict] = {
         chunk_size=8,
         layer_norm_epsilon=1e-20,  # the gated norm sees variances ~1e-8 at init: keep eps negligible
         tie_word_embeddings=False,
+        # one MoE block (Nemotron 3 Nano): 8 ungated experts in 2 routing groups, top-2 from the best group
+        n_routed_experts=8,
+        num_experts_per_tok=2,
+        n_group=2,
+        topk_group=1,
+        moe_intermediate_size=32,
+        moe_shared_expert_intermediate_size=48,
     ),
     # mamba_n_heads * mamba_d_head == mamba_expand * hidden_size (2 * 64), 16 heads in 2 groups
     "bamba": dict(
@@ -88,7 +95,7 @@ HYBRID_OVERRIDES: dict[str, dict] = {
         rms_norm_eps=1e-20,
         tie_word_embeddings=False,
     ),
-    # dense Granite 4 (no routed experts), the same Mamba shape as bamba, its own multipliers
+    # Granite 4 with 4 routed experts (top 2, width 32) beside the shared MLP; the same Mamba shape as bamba
     "granitemoehybrid": dict(
         num_hidden_layers=5,
         layer_types=[
@@ -98,7 +105,9 @@ HYBRID_OVERRIDES: dict[str, dict] = {
             "linear_attention",
             "full_attention",
         ],
-        num_local_experts=0,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        intermediate_size=32,
         shared_intermediate_size=128,
         mamba_n_heads=16,
         mamba_d_head=8,
@@ -111,6 +120,27 @@ HYBRID_OVERRIDES: dict[str, dict] = {
         attention_multiplier=0.2,
         logits_scaling=4.0,
         position_embedding_type="rope",
+    ),
+    # attention + Mamba-2 + MLP in every layer; 12 heads in 2 groups, mamba_d_ssm 96 (not tied to hidden 64),
+    # every muP multiplier distinct from 1 so that a mis-sized mup_vector or a lost multiplier shows in the logits
+    "falcon_h1": dict(
+        mamba_d_ssm=96,
+        mamba_n_heads=12,
+        mamba_d_head=8,
+        mamba_n_groups=2,
+        mamba_d_state=16,
+        mamba_chunk_size=8,
+        mamba_rms_norm=True,
+        rms_norm_eps=1e-20,
+        ssm_multipliers=[0.5, 1.5, 0.7, 1.3, 0.9],
+        mlp_multipliers=[1.2, 0.8],
+        key_multiplier=0.9,
+        attention_in_multiplier=1.1,
+        attention_out_multiplier=0.7,
+        ssm_in_multiplier=1.3,
+        ssm_out_multiplier=0.6,
+        embedding_multiplier=2.0,
+        lm_head_multiplier=0.5,
     ),
 }
 

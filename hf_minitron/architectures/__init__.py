@@ -6,6 +6,7 @@ from hf_minitron.architectures import (  # noqa: F401
     bamba,
     dense,
     ernie4_5_moe,
+    falcon_h1,
     gemma,
     glm,
     glm4_moe,

@@ -42,9 +42,10 @@ class TensorSlice:
             (`qkv_proj` rows = [q | k | v], `gate_up_proj` rows = [gate | up]).
         role (`str`, defaults to `"out"`): `"out"` when the tensor produces the units (rows of a projection
             into them, norms over them), `"in"` when it reads them; the magnitude criterion multiplies the two.
-        rms_width (`bool`, defaults to `False`): A norm whose statistic spans this dim (RMSNorm over the hidden
+        rms_width (`bool | str`, defaults to `False`): A norm whose statistic spans this dim (RMSNorm over the hidden
             size, OLMo 2's full-width q/k norms): its gain is rescaled by sqrt(old / new width) so the kept entries
-            keep their values when the pruned ones carried nothing.
+            keep their values when the pruned ones carried nothing. `"kv"`: the statistic spans the entries of one
+            unit of the `"kv"` index set (a Mamba-2 gated norm per SSM group), so the widths are per kept group.
         optional (`bool`, defaults to `False`): Present in some layers only (the dense MLP of a mixture-of-experts
             model's dense layers, the experts of its sparse ones); missing elsewhere is not an error.
         block_dim (`int`, *optional*): The tensor is a stack of blocks (experts) along this dim and a group with
@@ -61,7 +62,7 @@ class TensorSlice:
     dim: int = 0
     segments: tuple[Segment, ...] = (Segment(),)
     role: str = "out"
-    rms_width: bool = False
+    rms_width: bool | str = False
     optional: bool = False
     block_dim: int | None = None
     layer_kinds: tuple[str, ...] = ()
@@ -306,7 +307,12 @@ def validate(group: DimensionGroup, new: dict, current: dict) -> None:
     for key in reversed(group.config_keys):  # KV groups before the query heads derived from them
         if new[key] > current[key]:
             raise _fail(key, new[key], f"1..{current[key]} (the model's current {key})")
-    if group.lower_bound and new[group.key] < current[group.lower_bound]:
+    # an unchanged size is always allowed (a dense Granite 4 has 0 experts and a default top-k)
+    if (
+        group.lower_bound
+        and new[group.key] != current[group.key]
+        and new[group.key] < current[group.lower_bound]
+    ):
         low = current[group.lower_bound]
         raise _fail(
             group.key,

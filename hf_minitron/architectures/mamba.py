@@ -17,7 +17,8 @@ def mamba2_heads(
     """Mamba-2 SSM heads: `in_proj` rows [z | x | B | C | dt], depthwise `conv1d` channels [x | B | C], per-head
     `dt_bias`, `A_log`, `D`, the grouped gated RMSNorm (statistic per group of heads), `out_proj` columns. Heads
     are chosen like GQA query heads with the SSM groups as KV groups, so every group keeps the same number of heads
-    and its B/C (which its heads share); the groups themselves are kept (`fixed_keys` in the spec).
+    and its B/C (which its heads share); the groups themselves are kept (`fixed_keys` in the spec), except with one
+    head per group (`n_groups == heads`), where a group goes with its head (B/C rows, conv channels, norm group).
 
     Args:
         mixer (`str`): The mixer module, relative to a layer (`"mixer"`, `"mamba"`).
@@ -48,8 +49,8 @@ def mamba2_heads(
             TensorSlice(f"{m}.dt_bias", 0, (per_head,)),
             TensorSlice(f"{m}.A_log", 0, (per_head,)),
             TensorSlice(f"{m}.D", 0, (per_head,)),
-            # the gated norm's statistic spans a group's heads; the groups are kept, so old / new width is per group
-            TensorSlice(f"{m}.norm.weight", 0, (head,), rms_width=True),
+            # the gated norm's statistic spans a group's heads: its gain is rescaled by the per-group widths
+            TensorSlice(f"{m}.norm.weight", 0, (head,), rms_width="kv"),
             TensorSlice(f"{m}.out_proj.weight", 1, (head,), role="in"),
         ),
         observe=Observation((f"{m}.out_proj",), at="input", rows=head_dim_key),
@@ -58,6 +59,7 @@ def mamba2_heads(
         layer_kinds=layer_kinds,
         module_attributes=(
             (m, "num_heads", lambda c: getattr(c, heads_key)),
+            (m, "n_groups", lambda c: getattr(c, groups_key)),  # changes only with one head per group
             (m, "intermediate_size", inner),
             (m, "conv_dim", lambda c: inner(c) + 2 * getattr(c, groups_key) * getattr(c, state_key)),
             (f"{m}.norm", "group_size", lambda c: inner(c) // getattr(c, groups_key)),

@@ -65,7 +65,8 @@ class ArchitectureSpec:
             least one (Qwen3-Next's cache has no sequence length without a full-attention layer): a depth cut that
             would leave none is refused naming the pattern field, even when the layers are named explicitly.
         fixed_keys (`tuple[str, ...]`, defaults to `()`): Config keys of a group that must keep their value
-            (Mamba-2 `n_groups`: the grouped norm and B/C stay whole).
+            (Mamba-2 `n_groups`: the grouped norm and B/C stay whole), except a GQA group's KV key when every KV
+            unit holds one unit (`n_groups == mamba_num_heads`): the groups are then pruned with their heads.
         inner_width_tie (`tuple[str, str, str]`, *optional*): (heads key, head size key, expansion key) when the
             config class requires heads x head size == expansion x `hidden_size` (Bamba, Granite 4's Mamba width):
             the heads are then pruned only with the hidden size, in proportion.
@@ -74,6 +75,9 @@ class ArchitectureSpec:
         required_values (`tuple[tuple[str, object], ...]`, defaults to `()`): (config key, value) pairs the groups
             assume (GLM-4-MoE: one expert group, no group-limited routing); a model with another
             value is refused before surgery.
+        derived_config_values (`Callable`, *optional*): `(text_config, values) -> dict` of config entries computed
+            from the pruned sizes `values` (Falcon-H1's `mamba_d_ssm = mamba_n_heads * mamba_d_head`), written with
+            them.
         notes (`str`): Anything else worth knowing (kept in one place rather than in code branches).
     """
 
@@ -102,6 +106,7 @@ class ArchitectureSpec:
     inner_width_tie: tuple[str, str, str] | None = None
     unsupported_nonzero_keys: tuple[str, ...] = ()
     required_values: tuple[tuple[str, object], ...] = ()
+    derived_config_values: Callable | None = None
     notes: str = ""
 
     # ------------------------------------------------------------------ accessors
@@ -213,7 +218,15 @@ class ArchitectureSpec:
         self.check_layer_kinds(config)
         current = self.shape(config)
         for key in self.fixed_keys:
-            if key in sizes and sizes[key] != current.get(key):
+            # one unit per group (Mamba-2 with n_groups == heads): the groups go with their units, "MHA stays MHA"
+            whole = any(
+                g.selection == "gqa"
+                and g.config_keys[1] == key
+                and current[g.key] == current[key]
+                and sizes[g.key] == sizes[key]
+                for g in self.groups
+            )
+            if key in sizes and sizes[key] != current.get(key) and not whole:
                 raise ValueError(
                     f"{key}={sizes[key]} is invalid for {self.model_types[0]}: allowed {current.get(key)} "
                     "(kept whole: only the units within each group are pruned)"

@@ -15,8 +15,8 @@ def logit_transform(config) -> tuple[float, float | None]:
     """`(scale, softcap)` that a model's forward applies to its `lm_head` output.
 
     Architecture data, kept in this one place: Granite divides logits by `logits_scaling`, Cohere multiplies them by
-    `logit_scale`, Gemma 2/3 soft-cap them at `final_logit_softcapping`. (Move to `hf_minitron.architectures` if the
-    list grows.)
+    `logit_scale` and Falcon-H1 by `lm_head_multiplier`, Gemma 2/3 soft-cap them at `final_logit_softcapping`.
+    (Move to `hf_minitron.architectures` if the list grows.)
     """
     config = config.get_text_config()
     scale = 1.0
@@ -24,6 +24,8 @@ def logit_transform(config) -> tuple[float, float | None]:
         scale /= float(config.logits_scaling)
     if getattr(config, "logit_scale", None):
         scale *= float(config.logit_scale)
+    if getattr(config, "lm_head_multiplier", None):  # Falcon-H1
+        scale *= float(config.lm_head_multiplier)
     softcap = getattr(config, "final_logit_softcapping", None)
     return scale, (float(softcap) if softcap else None)
 

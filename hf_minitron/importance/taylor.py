@@ -68,8 +68,12 @@ class _TaylorAccumulator:
                 for s in group.slices:
                     for path in expand(s.path, n_layers, kinds, s.layer_kinds):
                         param = resolve(root, path, s.optional)
-                        if not isinstance(param, nn.Parameter) or (group.name, id(param), s.dim) in seen:
-                            continue  # missing, or a buffer (GLM-4-MoE's score bias): no gradient
+                        if (
+                            not isinstance(param, nn.Parameter)
+                            or not param.requires_grad
+                            or (group.name, id(param), s.dim) in seen
+                        ):
+                            continue  # missing, or a buffer (a router's score-correction bias): no gradient
                         seen.add((group.name, id(param), s.dim))
                         self._add(param, self._slice_reducer(group, s, counts, target))
         for i, layer in enumerate(self.layers):

@@ -60,7 +60,8 @@ def resolve_target_params(model_config, pruning_config, tolerance: float = 0.05)
     can meet the budget; logs a warning when the closest shape is outside `tolerance`.
     """
     spec = get_spec(model_config)
-    if any(g.lower_bound for g in spec.groups):
+    experts = next((g for g in spec.groups if g.lower_bound), None)
+    if experts is not None and experts.key in cost_model(model_config).variables:  # a layer has experts
         return resolve_expert_budget(model_config, pruning_config, tolerance)
     if pruning_config.target_active_params is not None:  # a dense model touches every parameter per token
         if pruning_config.target_params not in (None, pruning_config.target_active_params):
@@ -181,6 +182,8 @@ def resolve_expert_budget(model_config, pruning_config, tolerance: float = 0.05)
     if pruning_config.target_params is not None:
         total = bilinear(count_parameters)
         options = np.arange(low_e, base[e_key] + 1)
+        if experts.selection == "gqa":  # kept per routing group (Nemotron-H's n_group): whole multiples of it
+            options = options[options % base[experts.config_keys[1]] == 0]
         values = np.array([total(e, n_width) for e in options])
         check_budget("target_params", pruning_config.target_params, values.min(), values.max())
         n_experts = int(options[np.argmin(np.abs(values - pruning_config.target_params))])

@@ -16,6 +16,8 @@ def pruned_config_values(
     """The text-config entries that change: sizes (`head_dim` explicitly) and the kept layers' description."""
     values = spec.depth_values(config, kept_layers)
     values.update(sizes)
+    if spec.derived_config_values is not None:
+        values.update(spec.derived_config_values(text_config(config), values))
     head_dim = spec.shape(config).get("head_dim")
     if head_dim is not None:
         values["head_dim"] = head_dim

@@ -62,15 +62,14 @@ class Surgeon:
             value = picked.movedim((0, -1), (s.block_dim, s.dim)).contiguous()
         else:
             value = old.detach().index_select(s.dim, index)
-        if (
-            s.rms_width and self.rescale_norms
-        ):  # the norm's statistic spans fewer entries: keep the kept outputs
-            factor = math.sqrt(old.shape[s.dim] / value.shape[s.dim])
+        if s.rms_width and self.rescale_norms:  # the statistic spans fewer entries: keep the kept outputs
+            old_width, new_width = old.shape[s.dim], value.shape[s.dim]
+            if s.rms_width == "kv":  # per group (Mamba-2's gated norm): whole groups may go too
+                old_width, new_width = old_width / counts["kv"], new_width / len(kept["kv"])
+            factor = math.sqrt(old_width / new_width)
             value = ((self.offset + value.float()) * factor - self.offset).to(value.dtype)
-        if name in dict(owner.named_buffers(recurse=False)):  # a buffer stays one (GLM-4-MoE's score bias)
-            setattr(owner, name, value)
-            return
-        new = nn.Parameter(value, requires_grad=old.requires_grad)
+        # a buffer (a router's score-correction bias) stays a buffer
+        new = nn.Parameter(value, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else value
         setattr(owner, name, new)
         if id(old) in self._shared:
             self._cut[id(old)] = (old, new)
@@ -162,4 +161,8 @@ def refresh_module_attributes(spec, model: nn.Module, kinds: list[str] | None) -
             if kinds is not None and not applies(group.layer_kinds, kinds[i]):
                 continue
             for path, attr, value in group.module_attributes:
-                setattr(layer.get_submodule(path) if path else layer, attr, value(config))
+                module, new = layer.get_submodule(path) if path else layer, value(config)
+                current = getattr(module, attr, None)
+                if isinstance(current, torch.Tensor):  # a buffer (Falcon-H1's mup_vector) keeps device, dtype
+                    new = new.to(current)
+                setattr(module, attr, new)
