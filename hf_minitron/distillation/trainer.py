@@ -130,12 +130,6 @@ class DistillationTrainer(Trainer):
             raise ValueError(
                 "DistillationTrainer does not support nn.DataParallel; launch with torchrun or accelerate."
             )
-        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
-            raise ValueError(
-                "DeepSpeed zero_stage=3 is not supported for the student (the chunked loss reads lm_head's weight "
-                "outside forward, which ZeRO-3 partitions): allowed zero_stage 0-2, or FSDP2 "
-                "(recipes/accelerate/fsdp2.yaml)."
-            )
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
         self.teacher_model = None if teacher_model is None else self._prepare_teacher(teacher_model)
