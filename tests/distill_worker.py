@@ -62,7 +62,11 @@ def teacher_and_student(tied: bool = False, **student_overrides):
 
 # DeepSpeed ZeRO-3 with every parameter partitioned (tiny parameters would otherwise stay whole on every rank).
 ZERO3 = {
-    "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0},
+    "zero_optimization": {
+        "stage": 3,
+        "stage3_param_persistence_threshold": 0,
+        "stage3_gather_16bit_weights_on_model_save": True,
+    },
     "train_micro_batch_size_per_gpu": "auto",
     "gradient_accumulation_steps": "auto",
     "train_batch_size": "auto",
@@ -71,7 +75,7 @@ ZERO3 = {
 }
 
 
-def distill_run(output_dir, world_size: int = 1, resume: str | None = None, tied: bool = False, **overrides):
+def distill_run(output_dir, world_size=1, resume=None, tied=False, save_to=None, **overrides):
     """Distill a width-changed student (hidden 32 vs 64: a learned projection) on one global batch of 4 rows per step.
 
     Returns the student's and the projection's weights; the data order is sequential so that one process with
@@ -89,6 +93,8 @@ def distill_run(output_dir, world_size: int = 1, resume: str | None = None, tied
         model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(16, ragged=True)
     )
     trainer.train(resume_from_checkpoint=resume)
+    if save_to is not None:
+        trainer.save_model(save_to)  # on every rank: a collective under ZeRO-3 / FSDP
     return trained_weights(trainer)
 
 
@@ -187,7 +193,7 @@ def main(out_dir: str, mode: str = "train") -> None:
     elif mode in ("zero3-checkpoint", "zero3-resume"):
         resume = os.path.join(out_dir, "checkpoint-2") if mode == "zero3-resume" else None
         weights = distill_run(out_dir, world_size=world, resume=resume, max_steps=4, save_strategy="steps",
-                              save_steps=2, deepspeed=ZERO3)  # fmt: skip
+                              save_steps=2, deepspeed=ZERO3, save_to=os.path.join(out_dir, mode))  # fmt: skip
     elif mode in ("checkpoint", "resume"):  # 4 steps with a checkpoint at step 2, or resumed from it
         resume = os.path.join(out_dir, "checkpoint-2") if mode == "resume" else None
         weights = distill_run(out_dir, world_size=world, resume=resume, max_steps=4, save_strategy="steps",

@@ -409,8 +409,9 @@ class DistillationTrainer(Trainer):
             hidden = outputs.hidden_states[-1]
             head = M.logit_head(self.accelerator.unwrap_model(model))
             flat = hidden.reshape(-1, hidden.shape[-1])
-            chunk = max(1, DEFAULT_CHUNK_ELEMENTS // head.weight.shape[0])
-            logits = torch.cat([head.logits(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
+            with head.gathered():  # a ZeRO-3-partitioned head: whole while the logits are built
+                chunk = max(1, DEFAULT_CHUNK_ELEMENTS // head.weight.shape[0])
+                logits = torch.cat([head.logits(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
         return loss.detach(), logits.view(*hidden.shape[:-1], -1), inputs.get("labels")
 
     def evaluation_loop(
