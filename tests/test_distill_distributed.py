@@ -19,6 +19,9 @@ needs_deepspeed = pytest.mark.skipif(
 )
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def torchrun(tmp_path, mode: str) -> None:
     """Run tests/distill_worker.py in `mode` on two CPU processes (gloo)."""
     worker = os.path.join(os.path.dirname(__file__), "distill_worker.py")
@@ -88,8 +91,11 @@ def test_fsdp2_sharded_student_and_teacher_give_the_unsharded_loss_and_gradients
 
 @pytest.mark.distributed
 @pytest.mark.slow
-def test_cli_distill_under_torchrun_saves_on_every_rank(tmp_path):
-    """`save_model` is a collective under FSDP / ZeRO-3: the CLI calls it on every rank, into rank 0's staging folder."""
+@pytest.mark.parametrize("zero3", [False, pytest.param(True, marks=needs_deepspeed)], ids=["ddp", "zero3"])
+def test_cli_distill_under_torchrun_saves_on_every_rank(tmp_path, zero3):
+    """`save_model` is a collective under FSDP / ZeRO-3: the CLI calls it on every rank, into rank 0's staging folder.
+    With `--deepspeed recipes/accelerate/ds_zero3.json` the models load partitioned (zero.Init) and the saved model is
+    the gathered student."""
     from cli_fixtures import make_workspace
     from transformers import AutoModelForCausalLM
 
@@ -99,12 +105,19 @@ def test_cli_distill_under_torchrun_saves_on_every_rank(tmp_path):
            "-m", "hf_minitron.cli", "distill", "--student", str(ws["model"]), "--teacher", str(ws["model"]),
            "--data", str(ws["train"]), "--seq-len", "32", "--output", str(out), "--max_steps", "2",
            "--per_device_train_batch_size", "2", "--report_to", "none", "--save_strategy", "no", "--use_cpu",
-           "--ddp_backend", "gloo", "--dataloader_pin_memory", "false"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "--ddp_backend", "gloo", "--dataloader_pin_memory", "false", "--lm_weight", "0.5"]  # fmt: skip
+    if zero3:
+        cmd += ["--deepspeed", os.path.join(ROOT, "recipes", "accelerate", "ds_zero3.json")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "DS_ACCELERATOR": "cpu",
            "PYTHONPATH": os.pathsep.join([os.path.dirname(os.path.dirname(__file__)), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert AutoModelForCausalLM.from_pretrained(out).config.hidden_size == 64
+    trained, initial = (AutoModelForCausalLM.from_pretrained(p).state_dict() for p in (out, ws["model"]))
+    assert (
+        trained.keys() == initial.keys()
+        and trained["lm_head.weight"].shape == initial["lm_head.weight"].shape
+    )
+    assert not torch.equal(trained["lm_head.weight"], initial["lm_head.weight"])
     assert (out / "README.md").is_file() and not (out / "training_args.bin").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
     assert json.loads(result.stdout[result.stdout.index("{\n") :])["tokens"] == 2 * 2 * 2 * 32

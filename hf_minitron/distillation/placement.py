@@ -142,6 +142,12 @@ def _deepspeed_inference_engine(teacher: nn.Module, accelerator, sharding: str =
     config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
     config.pop("optimizer", None)
     config.pop("scheduler", None)
+    # Batch sizes do not matter to an inference engine, but DeepSpeed checks train = micro * accumulation * world.
+    micro = config.get("train_micro_batch_size_per_gpu")
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        config.pop(key, None)
+    config["train_micro_batch_size_per_gpu"] = micro if isinstance(micro, int) else 1
+    config["gradient_accumulation_steps"] = 1
     config["zero_optimization"].pop("offload_optimizer", None)
     zero3 = config["zero_optimization"].get("stage") == 3 and sharding == "shard"
     config["zero_optimization"]["stage"] = 3 if zero3 else 0
