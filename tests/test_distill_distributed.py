@@ -194,3 +194,18 @@ def test_deepspeed_zero3_resume_from_a_checkpoint_identically(tmp_path):
     assert "projection.weight" in straight and straight.keys() == resumed.keys()
     for key in straight:
         torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_shipped_launch_configs_load_with_accelerate_and_transformers():
+    """recipes/accelerate: the accelerate configs parse as FSDP2 / ZeRO-3, the DeepSpeed JSON as ZeRO-3 with the
+    16-bit gather on save (what `save_model` needs to write one checkpoint)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = os.path.join(ROOT, "recipes", "accelerate")
+    fsdp = load_config_from_file(os.path.join(folder, "fsdp2.yaml"))
+    assert fsdp.distributed_type == "FSDP" and fsdp.fsdp_config["fsdp_version"] == 2
+    zero3 = load_config_from_file(os.path.join(folder, "zero3.yaml"))
+    assert zero3.distributed_type == "DEEPSPEED" and zero3.deepspeed_config["zero_stage"] == 3
+    with open(os.path.join(folder, "ds_zero3.json")) as f:
+        zero = json.load(f)["zero_optimization"]  # (HfDeepSpeedConfig would switch on zero.Init process-wide)
+    assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"] is True
