@@ -15,7 +15,8 @@ recipe does (width: hidden 192 -> 128, MLP 512 -> 256; `--hidden/--intermediate`
 
 `--seeds`: each seed draws another training subset and order of the quickstart blocks (seed 0 is the default run);
 the held-out gap to online distillation is reported per seed with its mean. `--values_dtype` sets the stored
-log-probability dtype (bfloat16 by default). `--repeats 0` skips the interleaved timing.
+log-probability dtype (bfloat16 by default). `--repeats 0` skips the interleaved timing. `--no_rescale_norms` prunes
+the student without rescaling the norm gains (the default before `PruningConfig.rescale_norms` existed).
 """
 
 from __future__ import annotations
@@ -91,7 +92,12 @@ def prepare(args, work: str) -> dict:
 
     teacher, tokenizer, train_texts, held_texts, s, recipe = quickstart_teacher()
     pruning = PruningConfig(
-        **{**recipe["pruning"], "hidden_size": args.hidden, "intermediate_size": args.intermediate}
+        **{
+            **recipe["pruning"],
+            "hidden_size": args.hidden,
+            "intermediate_size": args.intermediate,
+            **({"rescale_norms": False} if args.no_rescale_norms else {}),
+        }  # fmt: skip
     )
     calib = calibration_batches(train_texts, tokenizer, s.calibration_samples, s.seq_len, batch_size=16)
     student = copy.deepcopy(teacher)
@@ -247,6 +253,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15, help="Interleaved timing repeats (0: skip).")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Training-subset seeds.")
     parser.add_argument("--values_dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--no_rescale_norms", action="store_true", help="Prune without rescaling norm gains.")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -259,7 +266,8 @@ def main() -> None:
     first = results[args.seeds[0]]
     out = {
         "machine": f"{os.cpu_count()} CPU cores, torch threads 1, no GPU",
-        "setup": {**first["setup"], "seeds": args.seeds, "values_dtype": args.values_dtype},
+        "setup": {**first["setup"], "seeds": args.seeds, "values_dtype": args.values_dtype,
+                  "rescale_norms": not args.no_rescale_norms},
         "store": first["store"], "train": first["train"], "step_timing": first["step_timing"],
     }  # fmt: skip
     if len(args.seeds) > 1:
