@@ -34,6 +34,7 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed, when installed, would note its CPU fallback on stdout
 
 import torch  # noqa: E402
 
