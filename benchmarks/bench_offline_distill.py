@@ -34,7 +34,8 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("DS_ACCELERATOR", "cpu")  # DeepSpeed, when installed, would note its CPU fallback on stdout
+# DeepSpeed, when installed, would note its CPU fallback on stdout
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import torch  # noqa: E402
 
