@@ -98,13 +98,34 @@ def distill_run(output_dir, world_size=1, resume=None, tied=False, save_to=None,
     return trained_weights(trainer)
 
 
+def offline_run(output_dir, world_size=1, **overrides):
+    """Distill from stored teacher logits (top 16, built here into `output_dir/store`) on global batches of 4 rows."""
+    from transformers import default_data_collator
+
+    from hf_minitron import DistillationTrainer, TeacherLogitsDataset, compute_teacher_logits
+    from hf_minitron.distillation import TeacherLogitsArguments
+
+    teacher, student = teacher_and_student(num_hidden_layers=2)
+    store = os.path.join(output_dir, "store")
+    compute_teacher_logits(teacher, token_dataset(16, ragged=True), store, TeacherLogitsArguments(top_k=16),
+                           progress=False)  # fmt: skip
+    args = tiny_args(output_dir, ddp_backend="gloo" if world_size > 1 else None, lm_weight=0.5,
+                     per_device_train_batch_size=4 // world_size, train_sampling_strategy="sequential", **overrides)  # fmt: skip
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=TeacherLogitsDataset(store),
+                                  data_collator=default_data_collator)  # fmt: skip
+    trainer.train()
+    return trained_weights(trainer)
+
+
 def trained_weights(trainer) -> dict:
     """Full (gathered) student weights, the projection included (`distill_projection.*` and `projection.*`)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     zero3 = {}
     if any(hasattr(p, "ds_id") for p in model.parameters()):  # how many parameters ZeRO-3 keeps partitioned
-        teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
-        for who, params in (("student", list(model.parameters())), ("teacher", list(teacher.parameters()))):
+        groups = {"student": list(model.parameters())}
+        if trainer.teacher_model is not None:  # None when training from stored teacher logits
+            groups["teacher"] = list(trainer.accelerator.unwrap_model(trainer.teacher_model).parameters())
+        for who, params in groups.items():
             partitioned = sum(hasattr(p, "ds_id") and p.numel() == 0 for p in params)
             zero3[f"zero3.{who}_partitioned"] = torch.tensor([partitioned, len(params)])
     with gathered_zero3(model.parameters()):
@@ -190,6 +211,9 @@ def main(out_dir: str, mode: str = "train") -> None:
         unset_hf_deepspeed_config()  # else the next tiny model is built inside zero.Init (another random init)
         tied = distill_run(os.path.join(out_dir, "tied"), world_size=world, tied=True, deepspeed=ZERO3)
         weights.update({f"tied.{k}": v for k, v in tied.items()})
+        unset_hf_deepspeed_config()
+        rank_dir = os.path.join(out_dir, f"offline-{os.environ['RANK']}")
+        weights.update({f"offline.{k}": v for k, v in offline_run(rank_dir, world, deepspeed=ZERO3).items()})
     elif mode in ("zero3-checkpoint", "zero3-resume"):
         resume = os.path.join(out_dir, "checkpoint-2") if mode == "zero3-resume" else None
         weights = distill_run(out_dir, world_size=world, resume=resume, max_steps=4, save_strategy="steps",

@@ -150,9 +150,10 @@ def test_two_processes_resume_from_a_checkpoint_identically(tmp_path):
 @needs_deepspeed
 def test_deepspeed_zero3_two_processes_equal_one_plain_process(tmp_path):
     """ZeRO-3 student and teacher, every parameter partitioned: the chunked loss gathers the student's and teacher's
-    lm_head and hands the head's gradient to ZeRO-3; with the head untied and tied to the input embedding, the weights
-    after 3 steps equal a plain single-process run on the same global batches."""
-    from distill_worker import distill_run
+    lm_head and hands the head's gradient to ZeRO-3; with the head untied and tied to the input embedding, and from
+    stored teacher logits (no teacher), the weights after 3 steps equal a plain single-process run on the same global
+    batches."""
+    from distill_worker import distill_run, offline_run
     from safetensors.torch import load_file
 
     torchrun(tmp_path, "zero3")
@@ -164,6 +165,7 @@ def test_deepspeed_zero3_two_processes_equal_one_plain_process(tmp_path):
     single = distill_run(tmp_path / "single", world_size=1)
     tied = distill_run(tmp_path / "single-tied", world_size=1, tied=True)
     single.update({f"tied.{k}": v for k, v in tied.items()})
+    single.update({f"offline.{k}": v for k, v in offline_run(tmp_path / "single-offline").items()})
     assert rank0.keys() == single.keys() and "projection.weight" in single
     initial = tiny_model("llama", seed=2, num_hidden_layers=2, hidden_size=32).state_dict()
     for key in single:
