@@ -75,7 +75,7 @@ ZERO3 = {
 }
 
 
-def distill_run(output_dir, world_size=1, resume=None, tied=False, save_to=None, **overrides):
+def distill_run(output_dir, world_size=1, resume=None, tied=False, save_to=None, fsdp2=False, **overrides):
     """Distill a width-changed student (hidden 32 vs 64: a learned projection) on one global batch of 4 rows per step.
 
     Returns the student's and the projection's weights; the data order is sequential so that one process with
@@ -84,6 +84,15 @@ def distill_run(output_dir, world_size=1, resume=None, tied=False, save_to=None,
     from hf_minitron import DistillationTrainer
 
     teacher, student = teacher_and_student(tied=tied, num_hidden_layers=2, hidden_size=32)
+    if fsdp2:  # FSDP2 at load time (transformers' DistributedConfig): the path that needs no accelerate FSDP
+        from transformers import AutoModelForCausalLM
+        from transformers.distributed import DistributedConfig
+
+        folder = os.path.join(output_dir, f"student-init-{os.environ.get('RANK', 0)}")
+        student.save_pretrained(folder)
+        student = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, distributed_config=DistributedConfig(fsdp_size=world_size)
+        )
     args = tiny_args(
         output_dir, ddp_backend="gloo" if world_size > 1 else None, lm_weight=0.5,
         per_device_train_batch_size=4 // world_size, train_sampling_strategy="sequential",
@@ -121,6 +130,12 @@ def trained_weights(trainer) -> dict:
     """Full (gathered) student weights, the projection included (`distill_projection.*` and `projection.*`)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
     zero3 = {}
+    if any(hasattr(p, "device_mesh") for p in model.parameters()):  # how many parameters are FSDP2 shards
+        teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
+        for who, params in (("student", list(model.parameters())), ("teacher", list(teacher.parameters()))):
+            zero3[f"fsdp2.{who}_sharded"] = torch.tensor(
+                [sum(hasattr(p, "device_mesh") for p in params), len(params)]
+            )
     if any(hasattr(p, "ds_id") for p in model.parameters()):  # how many parameters ZeRO-3 keeps partitioned
         groups = {"student": list(model.parameters())}
         if trainer.teacher_model is not None:  # None when training from stored teacher logits
@@ -214,6 +229,8 @@ def main(out_dir: str, mode: str = "train") -> None:
         unset_hf_deepspeed_config()
         rank_dir = os.path.join(out_dir, f"offline-{os.environ['RANK']}")
         weights.update({f"offline.{k}": v for k, v in offline_run(rank_dir, world, deepspeed=ZERO3).items()})
+    elif mode == "fsdp2-train":  # the whole DistillationTrainer.train() with an FSDP2 student (and teacher)
+        weights = distill_run(out_dir, world_size=world, fsdp2=True, save_to=os.path.join(out_dir, mode))
     elif mode in ("zero3-checkpoint", "zero3-resume"):
         resume = os.path.join(out_dir, "checkpoint-2") if mode == "zero3-resume" else None
         weights = distill_run(out_dir, world_size=world, resume=resume, max_steps=4, save_strategy="steps",

@@ -91,6 +91,32 @@ def test_fsdp2_sharded_student_and_teacher_give_the_unsharded_loss_and_gradients
 
 @pytest.mark.distributed
 @pytest.mark.slow
+def test_fsdp2_student_sharded_at_load_time_trains_like_one_process(tmp_path):
+    """FSDP2 without accelerate's FSDP (which needs accelerators): the student loaded with transformers'
+    `DistributedConfig(fsdp_size=2)` under plain torchrun on the CPU; DistillationTrainer shards the teacher on the
+    student's mesh and the whole `train()` ends with the single-process weights; `save_model` writes one checkpoint."""
+    from distill_worker import distill_run
+    from safetensors.torch import load_file
+
+    torchrun(tmp_path, "fsdp2-train")
+    rank0, rank1 = (load_file(tmp_path / f"fsdp2-train-rank{r}.safetensors") for r in (0, 1))
+    for key in [k for k in rank0 if k.startswith("fsdp2.")]:  # every parameter of both models an FSDP2 shard
+        sharded, total = rank0.pop(key).tolist()
+        assert sharded == total > 0, key
+        rank1.pop(key)
+    single = distill_run(tmp_path / "single", world_size=1)
+    assert rank0.keys() == single.keys() and "projection.weight" in single
+    for key in single:
+        assert torch.equal(rank0[key], rank1[key]), key
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-5, msg=key)
+    saved = load_file(tmp_path / "fsdp2-train" / "model.safetensors")
+    assert "lm_head.weight" in saved and not any("distill_projection" in k for k in saved)
+    for key, value in saved.items():
+        torch.testing.assert_close(value, rank0[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
 @pytest.mark.parametrize("zero3", [False, pytest.param(True, marks=needs_deepspeed)], ids=["ddp", "zero3"])
 def test_cli_distill_under_torchrun_saves_on_every_rank(tmp_path, zero3):
     """`save_model` is a collective under FSDP / ZeRO-3: the CLI calls it on every rank, into rank 0's staging folder.

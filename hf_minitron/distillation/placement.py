@@ -113,16 +113,17 @@ def _no_training_args_pickle():
         hf_trainer.TRAINING_ARGS_NAME = name
 
 
-def shard_teacher_fsdp2(teacher: nn.Module, accelerator=None) -> nn.Module:
+def shard_teacher_fsdp2(teacher: nn.Module, accelerator=None, mesh=None) -> nn.Module:
     """Shard a frozen teacher with FSDP2 `fully_shard` (each decoder layer, then the whole model) for inference.
 
-    Uses the accelerator's device mesh when it has one; the teacher keeps `requires_grad=False` and is never given to
+    Uses `mesh`, else the accelerator's device mesh when it has one; the teacher keeps `requires_grad=False` and is never given to
     the optimizer. Its layers are resharded after their forward, so only one layer is gathered at a time.
     """
     from torch.distributed.fsdp import fully_shard
 
-    mesh = getattr(accelerator, "torch_device_mesh", None) if accelerator is not None else None
-    if mesh is not None and accelerator.parallelism_config is not None:
+    if mesh is None and accelerator is not None:
+        mesh = getattr(accelerator, "torch_device_mesh", None)
+    if mesh is not None and accelerator is not None and accelerator.parallelism_config is not None:
         mesh = mesh[tuple(accelerator.parallelism_config.fsdp_dim_names)]
     layer_classes = set(getattr(M.base_model(teacher), "_no_split_modules", None) or [])
     for module in teacher.modules():
