@@ -11,6 +11,12 @@ recipe does (width: hidden 192 -> 128, MLP 512 -> 256; `--hidden/--intermediate`
             online vs offline at each k, median of --repeats.
 
     python benchmarks/bench_offline_distill.py [--steps 160 --ks 8 32 128 --repeats 15]
+    python benchmarks/bench_offline_distill.py --ks 128 --seeds 0 1 2 --repeats 0   # the gap over data orders
+
+`--seeds`: each seed draws another training subset and order of the quickstart blocks (seed 0 is the default run);
+the held-out gap to online distillation is reported per seed with its mean. `--values_dtype` sets the stored
+log-probability dtype (bfloat16 by default). `--repeats 0` skips the interleaved timing. `--no_rescale_norms` prunes
+the student without rescaling the norm gains (the default before `PruningConfig.rescale_norms` existed).
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# DeepSpeed, when installed, would note its CPU fallback on stdout
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
 import torch  # noqa: E402
 
@@ -86,7 +94,12 @@ def prepare(args, work: str) -> dict:
 
     teacher, tokenizer, train_texts, held_texts, s, recipe = quickstart_teacher()
     pruning = PruningConfig(
-        **{**recipe["pruning"], "hidden_size": args.hidden, "intermediate_size": args.intermediate}
+        **{
+            **recipe["pruning"],
+            "hidden_size": args.hidden,
+            "intermediate_size": args.intermediate,
+            **({"rescale_norms": False} if args.no_rescale_norms else {}),
+        }  # fmt: skip
     )
     calib = calibration_batches(train_texts, tokenizer, s.calibration_samples, s.seq_len, batch_size=16)
     student = copy.deepcopy(teacher)
@@ -95,7 +108,7 @@ def prepare(args, work: str) -> dict:
     student.save_pretrained(os.path.join(work, "student"))
     teacher.save_pretrained(os.path.join(work, "teacher"))
     blocks = tokenize_and_pack(train_texts, tokenizer, s.seq_len)
-    order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(0))
+    order = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(args.seed))
     train = blocks[order[: args.steps * s.batch_size]]
     torch.save(
         {"train": train, "held": tokenize_and_pack(held_texts, tokenizer, s.seq_len)},
@@ -130,8 +143,10 @@ def build_stores(args, work: str) -> dict:
     out = {}
     for k in args.ks:
         start = time.perf_counter()
-        path = compute_teacher_logits(teacher, data, os.path.join(work, f"store-k{k}"),
-                                      TeacherLogitsArguments(top_k=k, batch_size=16), progress=False)  # fmt: skip
+        settings = TeacherLogitsArguments(top_k=k, batch_size=16, values_dtype=args.values_dtype)
+        path = compute_teacher_logits(
+            teacher, data, os.path.join(work, f"store-k{k}"), settings, progress=False
+        )
         size = sum(
             os.path.getsize(os.path.join(path, f)) for f in os.listdir(path) if f.endswith(".safetensors")
         )
@@ -237,7 +252,10 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[8, 32, 128])
     parser.add_argument("--hidden", type=int, default=128, help="Student hidden size (quickstart: 128).")
     parser.add_argument("--intermediate", type=int, default=256, help="Student MLP size (quickstart: 256).")
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=15, help="Interleaved timing repeats (0: skip).")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="Training-subset seeds.")
+    parser.add_argument("--values_dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    parser.add_argument("--no_rescale_norms", action="store_true", help="Prune without rescaling norm gains.")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -246,6 +264,31 @@ def main() -> None:
         print(json.dumps(train_case(args.case, args.work, info)))
         return
     torch.set_num_threads(1)
+    results = {seed: run_seed(args, seed) for seed in args.seeds}
+    first = results[args.seeds[0]]
+    out = {
+        "machine": f"{os.cpu_count()} CPU cores, torch threads 1, no GPU",
+        "setup": {**first["setup"], "seeds": args.seeds, "values_dtype": args.values_dtype,
+                  "rescale_norms": not args.no_rescale_norms},
+        "store": first["store"], "train": first["train"], "step_timing": first["step_timing"],
+    }  # fmt: skip
+    if len(args.seeds) > 1:
+        out["by_seed"] = {seed: {case: r["heldout_loss_minus_online"] for case, r in res["train"].items()}
+                          for seed, res in results.items()}  # fmt: skip
+        out["mean_gap"] = {
+            case: round(statistics.mean(g[case] for g in out["by_seed"].values()), 4)
+            for case in first["train"]
+        }
+        out["stdev_gap"] = {
+            case: round(statistics.stdev(g[case] for g in out["by_seed"].values()), 4)
+            for case in first["train"]
+        }
+    print(json.dumps(out, indent=2))
+
+
+def run_seed(args, seed: int) -> dict:
+    """Store, train and time every case on the training subset drawn with `seed`."""
+    args = argparse.Namespace(**{**vars(args), "seed": seed})
     with tempfile.TemporaryDirectory(prefix="bench-offline-") as work:
         info = prepare(args, work)
         with open(os.path.join(work, "info.json"), "w") as f:
@@ -258,18 +301,15 @@ def main() -> None:
             if result.returncode:
                 raise SystemExit(result.stderr[-3000:])
             runs[case] = json.loads(result.stdout.strip().splitlines()[-1])
-            print(f"{case}: {runs[case]}", file=sys.stderr, flush=True)
-        timing = interleaved_timing(args, work, info)
+            print(f"seed {seed} {case}: {runs[case]}", file=sys.stderr, flush=True)
+        timing = interleaved_timing(args, work, info) if args.repeats > 0 else None
     online = runs["online"]["heldout_loss"]
     for run in runs.values():
         run["heldout_loss_minus_online"] = round(run["heldout_loss"] - online, 4)
-    print(json.dumps({
-        "machine": f"{os.cpu_count()} CPU cores, torch threads 1, no GPU",
-        "setup": {**{k: v for k, v in info.items() if k != "distill"}, "steps": args.steps,
-                  "tokens": args.steps * info["batch_size"] * info["seq_len"],
-                  "teacher_to_student": round(info["teacher_parameters"] / info["student_parameters"], 2)},
-        "store": stores, "train": runs, "step_timing": timing,
-    }, indent=2))  # fmt: skip
+    setup = {**{k: v for k, v in info.items() if k != "distill"}, "steps": args.steps,
+             "tokens": args.steps * info["batch_size"] * info["seq_len"],
+             "teacher_to_student": round(info["teacher_parameters"] / info["student_parameters"], 2)}  # fmt: skip
+    return {"setup": setup, "store": stores, "train": runs, "step_timing": timing}
 
 
 if __name__ == "__main__":

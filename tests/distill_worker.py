@@ -52,11 +52,30 @@ def tiny_args(output_dir, **overrides):
     return DistillationArguments(**{**defaults, **overrides})
 
 
-def teacher_and_student(**student_overrides):
-    return tiny_model("llama", seed=1), tiny_model("llama", seed=2, **student_overrides)
+def teacher_and_student(tied: bool = False, **student_overrides):
+    teacher, student = tiny_model("llama", seed=1), tiny_model("llama", seed=2, **student_overrides)
+    if tied:  # the student's lm_head is its input embedding (as in Qwen, Gemma, Llama 3.2)
+        student.lm_head.weight = student.model.embed_tokens.weight
+        student.config.tie_word_embeddings = True
+    return teacher, student
 
 
-def distill_run(output_dir, world_size: int = 1, resume: str | None = None, **overrides):
+# DeepSpeed ZeRO-3 with every parameter partitioned (tiny parameters would otherwise stay whole on every rank).
+ZERO3 = {
+    "zero_optimization": {
+        "stage": 3,
+        "stage3_param_persistence_threshold": 0,
+        "stage3_gather_16bit_weights_on_model_save": True,
+    },
+    "train_micro_batch_size_per_gpu": "auto",
+    "gradient_accumulation_steps": "auto",
+    "train_batch_size": "auto",
+    "gradient_clipping": "auto",
+    "zero_allow_untested_optimizer": True,
+}
+
+
+def distill_run(output_dir, world_size=1, resume=None, tied=False, save_to=None, fsdp2=False, **overrides):
     """Distill a width-changed student (hidden 32 vs 64: a learned projection) on one global batch of 4 rows per step.
 
     Returns the student's and the projection's weights; the data order is sequential so that one process with
@@ -64,7 +83,16 @@ def distill_run(output_dir, world_size: int = 1, resume: str | None = None, **ov
     """
     from hf_minitron import DistillationTrainer
 
-    teacher, student = teacher_and_student(num_hidden_layers=2, hidden_size=32)
+    teacher, student = teacher_and_student(tied=tied, num_hidden_layers=2, hidden_size=32)
+    if fsdp2:  # FSDP2 at load time (transformers' DistributedConfig): the path that needs no accelerate FSDP
+        from transformers import AutoModelForCausalLM
+        from transformers.distributed import DistributedConfig
+
+        folder = os.path.join(output_dir, f"student-init-{os.environ.get('RANK', 0)}")
+        student.save_pretrained(folder)
+        student = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32, distributed_config=DistributedConfig(fsdp_size=world_size)
+        )
     args = tiny_args(
         output_dir, ddp_backend="gloo" if world_size > 1 else None, lm_weight=0.5,
         per_device_train_batch_size=4 // world_size, train_sampling_strategy="sequential",
@@ -74,22 +102,71 @@ def distill_run(output_dir, world_size: int = 1, resume: str | None = None, **ov
         model=student, teacher_model=teacher, args=args, train_dataset=token_dataset(16, ragged=True)
     )
     trainer.train(resume_from_checkpoint=resume)
+    if save_to is not None:
+        trainer.save_model(save_to)  # on every rank: a collective under ZeRO-3 / FSDP
+    return trained_weights(trainer)
+
+
+def offline_run(output_dir, world_size=1, **overrides):
+    """Distill from stored teacher logits (top 16, built here into `output_dir/store`) on global batches of 4 rows."""
+    from transformers import default_data_collator
+
+    from hf_minitron import DistillationTrainer, TeacherLogitsDataset, compute_teacher_logits
+    from hf_minitron.distillation import TeacherLogitsArguments
+
+    teacher, student = teacher_and_student(num_hidden_layers=2)
+    store = os.path.join(output_dir, "store")
+    compute_teacher_logits(teacher, token_dataset(16, ragged=True), store, TeacherLogitsArguments(top_k=16),
+                           progress=False)  # fmt: skip
+    args = tiny_args(output_dir, ddp_backend="gloo" if world_size > 1 else None, lm_weight=0.5,
+                     per_device_train_batch_size=4 // world_size, train_sampling_strategy="sequential", **overrides)  # fmt: skip
+    trainer = DistillationTrainer(model=student, args=args, train_dataset=TeacherLogitsDataset(store),
+                                  data_collator=default_data_collator)  # fmt: skip
+    trainer.train()
     return trained_weights(trainer)
 
 
 def trained_weights(trainer) -> dict:
     """Full (gathered) student weights, the projection included (`distill_projection.*` and `projection.*`)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
-    weights = {
-        k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
-        for k, v in model.state_dict().items()
-    }
-    if trainer.projection is not None:
-        for k, v in trainer.projection.state_dict().items():
-            weights[f"projection.{k}"] = (
-                (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+    zero3 = {}
+    if any(hasattr(p, "device_mesh") for p in model.parameters()):  # how many parameters are FSDP2 shards
+        teacher = trainer.accelerator.unwrap_model(trainer.teacher_model)
+        for who, params in (("student", list(model.parameters())), ("teacher", list(teacher.parameters()))):
+            zero3[f"fsdp2.{who}_sharded"] = torch.tensor(
+                [sum(hasattr(p, "device_mesh") for p in params), len(params)]
             )
-    return weights
+    if any(hasattr(p, "ds_id") for p in model.parameters()):  # how many parameters ZeRO-3 keeps partitioned
+        groups = {"student": list(model.parameters())}
+        if trainer.teacher_model is not None:  # None when training from stored teacher logits
+            groups["teacher"] = list(trainer.accelerator.unwrap_model(trainer.teacher_model).parameters())
+        for who, params in groups.items():
+            partitioned = sum(hasattr(p, "ds_id") and p.numel() == 0 for p in params)
+            zero3[f"zero3.{who}_partitioned"] = torch.tensor([partitioned, len(params)])
+    with gathered_zero3(model.parameters()):
+        weights = {
+            k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+            for k, v in model.state_dict().items()
+        }
+    if trainer.projection is not None:
+        with gathered_zero3(trainer.projection.parameters()):
+            for k, v in trainer.projection.state_dict().items():
+                weights[f"projection.{k}"] = (
+                    (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+                )
+    return {**weights, **zero3}
+
+
+def gathered_zero3(params):
+    """DeepSpeed ZeRO-3 parameters gathered (read-only) inside the block; a no-op for others."""
+    import contextlib
+
+    params = [p for p in params if hasattr(p, "ds_id")]
+    if not params:
+        return contextlib.nullcontext()
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
 
 
 def fsdp2_loss_and_gradients(output_dir, wrap_head: bool = False) -> dict:
@@ -142,6 +219,22 @@ def main(out_dir: str, mode: str = "train") -> None:
     world = int(os.environ["WORLD_SIZE"])
     if mode == "train":
         weights = distill_run(out_dir, world_size=world)
+    elif mode == "zero3":  # DeepSpeed ZeRO-3 student (and teacher), head untied then tied to the embedding
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        weights = distill_run(out_dir, world_size=world, deepspeed=ZERO3)
+        unset_hf_deepspeed_config()  # else the next tiny model is built inside zero.Init (another random init)
+        tied = distill_run(os.path.join(out_dir, "tied"), world_size=world, tied=True, deepspeed=ZERO3)
+        weights.update({f"tied.{k}": v for k, v in tied.items()})
+        unset_hf_deepspeed_config()
+        rank_dir = os.path.join(out_dir, f"offline-{os.environ['RANK']}")
+        weights.update({f"offline.{k}": v for k, v in offline_run(rank_dir, world, deepspeed=ZERO3).items()})
+    elif mode == "fsdp2-train":  # the whole DistillationTrainer.train() with an FSDP2 student (and teacher)
+        weights = distill_run(out_dir, world_size=world, fsdp2=True, save_to=os.path.join(out_dir, mode))
+    elif mode in ("zero3-checkpoint", "zero3-resume"):
+        resume = os.path.join(out_dir, "checkpoint-2") if mode == "zero3-resume" else None
+        weights = distill_run(out_dir, world_size=world, resume=resume, max_steps=4, save_strategy="steps",
+                              save_steps=2, deepspeed=ZERO3, save_to=os.path.join(out_dir, mode))  # fmt: skip
     elif mode in ("checkpoint", "resume"):  # 4 steps with a checkpoint at step 2, or resumed from it
         resume = os.path.join(out_dir, "checkpoint-2") if mode == "resume" else None
         weights = distill_run(out_dir, world_size=world, resume=resume, max_steps=4, save_strategy="steps",

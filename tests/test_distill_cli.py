@@ -55,3 +55,35 @@ def test_teacher_logits_then_distill_without_loading_a_teacher(ws, tmp_path, cap
     assert record["distillation"]["settings"]["teacher_top_k"] == 8
     assert record["distillation"]["data"] == store.name  # machine paths are cut in records meant for upload
     assert "teacher_top_k" in ModelCard.load(out / "README.md").text
+
+
+def test_teacher_logits_cli_streams_the_corpus_into_the_blocks_of_pack_texts(
+    ws, tmp_path, capsys, monkeypatch
+):
+    """Documents are read and tokenized as shards are needed (not all before the teacher runs); the stored blocks are
+    exactly `pack_texts`'s."""
+    from transformers import AutoTokenizer
+
+    import hf_minitron.cli.teacher_logits as cli_module
+    import hf_minitron.data as data_module
+    import hf_minitron.distillation.offline as offline
+
+    texts = data_module.load_texts(ws["train"])
+    want = data_module.pack_texts(texts, AutoTokenizer.from_pretrained(ws["model"]), 32)
+    texts = data_module.load_texts(ws["train"])
+    want = data_module.pack_texts(texts, AutoTokenizer.from_pretrained(ws["model"]), 32)
+    read, seen = [], []
+    iter_texts, teacher_rows = data_module.iter_texts, offline._teacher_rows
+    monkeypatch.setattr(data_module, "iter_texts", lambda *a: (read.append(t) or t for t in iter_texts(*a)))
+    monkeypatch.setattr(offline, "_teacher_rows", lambda *a: seen.append(len(read)) or teacher_rows(*a))
+    monkeypatch.setattr(cli_module, "STREAM_TOKENIZE_DOCS", 4)
+    store = tmp_path / "store"
+    argv = ["teacher-logits", "--teacher", str(ws["model"]), "--data", str(ws["train"]), "--seq-len", "32",
+            "--output", str(store), "--top_k", "4", "--blocks_per_shard", "2", "--batch_size", "2", "--no_progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert seen[0] < len(texts) // 4  # the teacher ran on the first shard after a few documents were read
+    assert len(read) == len(texts)
+    stored = TeacherLogitsDataset(store)
+    assert json.loads(capsys.readouterr().out)["blocks"] == len(stored) == len(want)
+    for i in (0, len(want) // 2, len(want) - 1):
+        assert stored[i]["input_ids"].tolist() == want[i]["input_ids"]

@@ -137,3 +137,49 @@ def test_offline_refuses_what_needs_the_teacher(tmp_path):
         DistillationTrainer(model=tiny_model(vocab_size=96), args=tiny_args(tmp_path), train_dataset=stored)
     with pytest.raises(ValueError, match="top_k=129"):
         store(tmp_path, teacher, token_dataset(4), name="big", top_k=129)
+
+
+def test_store_from_a_generator_streams_shard_by_shard_resumes_and_refuses_other_data(tmp_path, monkeypatch):
+    """Rows are read one shard at a time (the teacher runs on shard 0 before shard 1 is read); an interrupted run from
+    a generator resumes to the same store; other or fewer blocks are refused by the per-shard fingerprints."""
+    data = token_dataset(8)
+    teacher, _ = teacher_and_student()
+    straight = store(tmp_path, teacher, data, name="straight")
+    read = []
+
+    def rows(dataset):
+        for i in range(len(dataset)):
+            read.append(i)
+            yield dataset[i]
+
+    seen, original = [], offline._teacher_rows
+
+    def failing(*args):
+        seen.append(len(read))
+        if len(seen) == 4:  # shard 0 (two batches) written, then a crash in shard 1
+            raise RuntimeError("interrupted")
+        return original(*args)
+
+    monkeypatch.setattr(offline, "_teacher_rows", failing)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        store(tmp_path, teacher, rows(data), name="streamed")
+    assert seen == [3, 3, 6, 6]  # blocks_per_shard=3: at most one shard of rows was read ahead of the teacher
+    monkeypatch.setattr(offline, "_teacher_rows", original)
+    store(tmp_path, teacher, rows(data), name="streamed")
+    manifest = json.loads((tmp_path / "streamed" / "teacher_logits.json").read_text())
+    assert manifest["complete"] and manifest["num_blocks"] == 8
+    assert (
+        manifest["data_fingerprint"]
+        == json.loads((straight / "teacher_logits.json").read_text())["data_fingerprint"]
+    )
+    for name in ("shard-00000.safetensors", "shard-00001.safetensors", "shard-00002.safetensors"):
+        a, b = load_file(straight / name), load_file(tmp_path / "streamed" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = [
+        *data.select(range(3)),
+        *token_dataset(8, seed=5).select(range(3, 8)),
+    ]  # shard 0 equal, shard 1 not
+    with pytest.raises(ValueError, match="data_fingerprint of shard 1"):
+        store(tmp_path, teacher, other, name="streamed")
+    with pytest.raises(ValueError, match="the store has 3 shards, the data 2"):
+        store(tmp_path, teacher, rows(data.select(range(6))), name="streamed")

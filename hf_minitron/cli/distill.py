@@ -80,6 +80,13 @@ def run(args: argparse.Namespace) -> int:
     checkpoints = getattr(args, "output_dir", None) or str(output.parent / f"{output.name}-checkpoints")
     dist_args = dataclass_from_namespace(DistillationArguments, args, output_dir=checkpoints)
     start = time.perf_counter()
+    # The process group first: under ZeRO-3 (--deepspeed) from_pretrained loads into zero.Init, which reads DeepSpeed's
+    # world size (1 on CPU otherwise, where accelerate sets up a gloo group without DeepSpeed's communicator).
+    _ = dist_args.device
+    if dist_args.deepspeed and dist_args.world_size > 1:
+        import deepspeed
+
+        deepspeed.init_distributed()  # wraps the existing process group
 
     student = AutoModelForCausalLM.from_pretrained(args.student, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(args.student)

@@ -3,13 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from hf_minitron.cli.arguments import DataArguments, ModelArguments, dataclass_from_namespace
 from hf_minitron.cli.common import add_config_flag
 
 SECTIONS = ["model", "data"]
+STREAM_TOKENIZE_DOCS = 256  # documents per tokenizer call while streaming
+
+
+def stream_blocks(texts: Iterable[str], tokenizer: Any, seq_len: int) -> Iterator[dict[str, list[int]]]:
+    """The rows of `hf_minitron.data.pack_texts` (documents joined with EOS, cut into `seq_len` blocks, the tail
+    dropped), tokenized only as they are consumed: the corpus is never in memory as a whole."""
+    from hf_minitron.data import _encoded_batches
+
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    buffer: list[int] = []
+    for encoded in _encoded_batches(texts, tokenizer, STREAM_TOKENIZE_DOCS):
+        buffer.extend(itertools.chain.from_iterable(doc + eos for doc in encoded))
+        cut = len(buffer) // seq_len * seq_len
+        for start in range(0, cut, seq_len):
+            ids = buffer[start : start + seq_len]
+            yield {"input_ids": ids, "attention_mask": [1] * seq_len, "labels": list(ids)}
+        del buffer[:cut]
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -19,7 +39,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "teacher-logits",
         dataclass_types=[ModelArguments, DataArguments, TeacherLogitsArguments],
         help="Run the teacher once and store its top-k next-token log-probs for offline distillation.",
-        description="Pack --data into blocks of --seq_len tokens with the teacher's tokenizer, run the teacher once "
+        description="Pack --data into blocks of --seq_len tokens with the teacher's tokenizer (streamed: read and "
+        "tokenized shard by shard), run the teacher once "
         "and write its top-k log-probabilities per position (bf16 values, int32 indices, the log of the remaining "
         "mass) with the blocks as safetensors shards to --output. An interrupted run resumes when rerun with the "
         "same arguments. Train from it with `hf-minitron distill --teacher_logits DIR` (no teacher loaded).",
@@ -36,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer, print_json
-    from hf_minitron.data import load_texts, pack_texts
-    from hf_minitron.distillation import TeacherLogitsArguments, compute_teacher_logits
+    from hf_minitron.data import iter_texts
+    from hf_minitron.distillation import TeacherLogitsArguments, TeacherLogitsDataset, compute_teacher_logits
 
     model_args = dataclass_from_namespace(ModelArguments, args)
     data_args = dataclass_from_namespace(DataArguments, args)
@@ -51,17 +72,25 @@ def run(args: argparse.Namespace) -> int:
     if model_args.device_map is None and torch.cuda.is_available():
         teacher.to("cuda")
     seq_len = cap_seq_len(data_args.seq_len, teacher)
-    texts = load_texts(data_args.data, data_args.data_split, data_args.text_column, data_args.dataset_config,
-                       data_args.max_texts)  # fmt: skip
-    blocks = pack_texts(texts, tokenizer, seq_len)
+    texts = itertools.islice(
+        iter_texts(data_args.data, data_args.data_split, data_args.text_column, data_args.dataset_config),
+        data_args.max_texts,
+    )
+    blocks = stream_blocks(texts, tokenizer, seq_len)
+    first = next(blocks, None)
+    if first is None:
+        raise ValueError(
+            f"the text gives fewer than {seq_len} tokens: not one block; lower seq_len or add text"
+        )
     out = compute_teacher_logits(
-        teacher, blocks, args.output, store_args, teacher_name=model_args.model_name_or_path,
+        teacher, itertools.chain([first], blocks), args.output, store_args, teacher_name=model_args.model_name_or_path,
         progress=not args.no_progress,
     )  # fmt: skip
     tokenizer.save_pretrained(out / "tokenizer")
     size = sum(p.stat().st_size for p in out.glob("shard-*.safetensors"))
-    tokens = len(blocks) * seq_len
-    print_json({"output": str(Path(out).absolute()), "blocks": len(blocks), "tokens": tokens, "top_k": store_args.top_k,
+    num_blocks = TeacherLogitsDataset(out).manifest["num_blocks"]
+    tokens = num_blocks * seq_len
+    print_json({"output": str(Path(out).absolute()), "blocks": num_blocks, "tokens": tokens, "top_k": store_args.top_k,
                 "bytes": size, "bytes_per_token": round(size / tokens, 1),
                 "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
     return 0

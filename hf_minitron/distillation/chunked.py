@@ -8,6 +8,7 @@ for the whole batch, for either model (the full student logits are never needed,
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,8 @@ class LogitHead:
         scale (`float`, defaults to 1.0): logits are multiplied by it (Granite's 1 / logits_scaling).
         softcap (`float` or None): when set, logits become `softcap * tanh(logits / softcap)` (Gemma 2).
         vocab (`int` or None): keep only the first `vocab` rows (for a padded vocabulary).
+        tied (`bool`, defaults to False): the weight is also the input embedding's (it gets a second gradient in the
+            same backward; DeepSpeed ZeRO-3 must reduce it only after that one).
     """
 
     weight: torch.Tensor
@@ -36,6 +39,7 @@ class LogitHead:
     scale: float = 1.0
     softcap: float | None = None
     vocab: int | None = None
+    tied: bool = False
 
     def raw(self, hidden: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None):
         """`hidden @ weight.T + bias` for the kept vocabulary rows (no scaling or capping)."""
@@ -67,6 +71,20 @@ class LogitHead:
         """Float32 logits `[N, V]` for hidden states `[N, H]`."""
         return self.transform(self.raw(hidden))
 
+    def gathered(self) -> contextlib.AbstractContextManager:
+        """Inside it, a DeepSpeed ZeRO-3-partitioned weight and bias hold their full values (gathered read-only, as
+        ZeRO-3's own forward of the head would; partitioned again on exit); a no-op for any other tensor.
+
+        The chunk loop needs the weight only in forward: its gradient is built there in closed form and handed to
+        the gathered parameter in backward (`_zero3_accumulate`).
+        """
+        params = [t for t in (self.weight, self.bias) if t is not None and hasattr(t, "ds_id")]
+        if not params:
+            return contextlib.nullcontext()
+        import deepspeed
+
+        return deepspeed.zero.GatheredParameters(params, modifier_rank=None)
+
 
 class _ChunkedDistillation(torch.autograd.Function):
     """The chunk loop; `target(start, stop, student_logits, need_grad)` gives `(divergence [c], grad or None, lse)`."""
@@ -76,6 +94,12 @@ class _ChunkedDistillation(torch.autograd.Function):
         temperature, chunk_size, distill_weight, lm_weight, grad_enabled = opts
         # needs_input_grad stays true under no_grad when the inputs require grad: also ask the caller's grad mode.
         need_h, need_w, need_b = (grad_enabled and need for need in ctx.needs_input_grad[:3])
+        # A ZeRO-3 head comes in detached (see _run_chunks): its gradient is still built, and handed over in backward.
+        ctx.zero3_head = (s_head.weight, s_head.bias) if hasattr(s_head.weight, "ds_id") else None
+        ctx.tied = s_head.tied
+        if ctx.zero3_head is not None:
+            need_w = grad_enabled and s_head.weight.requires_grad
+            need_b = grad_enabled and s_head.bias is not None and s_head.bias.requires_grad
         need_any = need_h or need_w or need_b
         n, vocab = s_hidden.shape[0], s_weight.shape[0] if s_head.vocab is None else s_head.vocab
         grad_h = torch.zeros_like(s_hidden) if need_h else None
@@ -128,26 +152,58 @@ class _ChunkedDistillation(torch.autograd.Function):
             grad_w = grad_w.mul_(grad_total).to(ctx.weight_dtype)
         if grad_b is not None:
             grad_b = grad_b.mul_(grad_total).to(ctx.weight_dtype)
+        if ctx.zero3_head is not None:  # ZeRO-3: handed to the gathered parameters here, not through autograd
+            _zero3_accumulate(ctx.zero3_head, (grad_w, grad_b), ctx.tied)
+            grad_w = grad_b = None
         return grad_h, grad_w, grad_b, None, None, None, None
+
+
+def _zero3_accumulate(params: tuple, grads: tuple, tied: bool = False) -> None:
+    """Accumulate full-size gradients into ZeRO-3-partitioned parameters the way ZeRO-3 expects them.
+
+    ZeRO-3 takes a parameter's gradient while the parameter is gathered (it gathers a module's parameters again for
+    its backward); the head was read outside its module, so it is gathered here and the gradients are accumulated by
+    a nested backward from the parameters themselves, which runs ZeRO-3's gradient hooks (reduce-scatter into each
+    rank's partition) as reentrant activation checkpointing does. A head tied to the input embedding gets its second
+    gradient later in the same backward: ZeRO-3 is told (`ds_grad_is_ready`, as DeepSpeed's own tiled logits loss
+    does) to keep the sum and reduce it then.
+    """
+    import deepspeed
+
+    pairs = [(p, g) for p, g in zip(params, grads) if p is not None and g is not None and p.requires_grad]
+    if not pairs:
+        return
+    if tied:
+        pairs[0][0].ds_grad_is_ready = False
+    try:
+        with deepspeed.zero.GatheredParameters([p for p, _ in pairs], modifier_rank=None):
+            torch.autograd.backward([p for p, _ in pairs], [g for _, g in pairs])
+    finally:
+        if tied:
+            pairs[0][0].ds_grad_is_ready = True
 
 
 def _run_chunks(
     student_hidden, student_head, labels, target, temperature, distill_weight, lm_weight, chunk_size
 ):
-    vocab = student_head.vocab or student_head.weight.shape[0]
-    # At least 8 chunks, so the chunk buffers stay well below a full-logits tensor even for short batches.
-    chunk_size = chunk_size or max(1, min(DEFAULT_CHUNK_ELEMENTS // vocab, -(-student_hidden.shape[0] // 8)))
-    # Read here: inside autograd.Function.forward grad mode is always off.
-    opts = (
-        float(temperature),
-        int(chunk_size),
-        float(distill_weight),
-        float(lm_weight),
-        torch.is_grad_enabled(),
-    )
-    return _ChunkedDistillation.apply(
-        student_hidden, student_head.weight, student_head.bias, labels, student_head, target, opts
-    )
+    with student_head.gathered():  # a ZeRO-3 head: full in forward (its shape included), partitioned after
+        vocab = student_head.vocab or student_head.weight.shape[0]
+        # At least 8 chunks, so the chunk buffers stay well below a full-logits tensor even for short batches.
+        chunk_size = chunk_size or max(
+            1, min(DEFAULT_CHUNK_ELEMENTS // vocab, -(-student_hidden.shape[0] // 8))
+        )
+        # Read here: inside autograd.Function.forward grad mode is always off.
+        opts = (
+            float(temperature),
+            int(chunk_size),
+            float(distill_weight),
+            float(lm_weight),
+            torch.is_grad_enabled(),
+        )
+        weight, bias = student_head.weight, student_head.bias
+        if hasattr(weight, "ds_id"):  # not an autograd input: ZeRO-3 would reduce its (stale) gradient twice
+            weight, bias = weight.detach(), None if bias is None else bias.detach()
+        return _ChunkedDistillation.apply(student_hidden, weight, bias, labels, student_head, target, opts)
 
 
 def chunked_distillation_loss(
@@ -188,9 +244,10 @@ def chunked_distillation_loss(
             return divergence_and_grad(loss, s_logits, t_logits, temperature)
         return divergence(loss, s_logits, t_logits, temperature), None, None
 
-    return _run_chunks(
-        student_hidden, student_head, labels, target, temperature, distill_weight, lm_weight, chunk_size
-    )
+    with teacher_head.gathered():
+        return _run_chunks(
+            student_hidden, student_head, labels, target, temperature, distill_weight, lm_weight, chunk_size
+        )
 
 
 def chunked_topk_distillation_loss(

@@ -66,7 +66,9 @@ def logit_head(model: nn.Module, vocab: int | None = None, trainable: bool = Fal
         weight = weight.full_tensor()
         bias = bias.full_tensor() if hasattr(bias, "full_tensor") else bias
     scale, softcap = logit_transform(model.config)
-    return LogitHead(weight, bias, scale, softcap, vocab)
+    embeddings = model.get_input_embeddings()
+    tied = embeddings is not None and getattr(embeddings, "weight", None) is head.weight
+    return LogitHead(weight, bias, scale, softcap, vocab, tied=tied)
 
 
 def _fsdp_owner(model: nn.Module, module: nn.Module) -> nn.Module | None:

@@ -10,8 +10,10 @@ and recorded in the manifest as each one ends, so an interrupted run resumes at 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,6 +94,25 @@ def _fingerprint(blocks: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()[:16]
 
 
+def _shard_blocks(dataset: Any, size: int) -> Iterator[dict[str, torch.Tensor]]:
+    """The dataset's blocks `size` rows at a time (one shard each), never the whole dataset at once.
+
+    A `datasets.Dataset` (memory-mapped) and a dict of columns are sliced; anything else (a list of rows, a generator,
+    a `datasets.IterableDataset`) is iterated.
+    """
+    if isinstance(dataset, dict) or (hasattr(dataset, "column_names") and hasattr(dataset, "__len__")):
+        n = len(dataset["input_ids"]) if isinstance(dataset, dict) else len(dataset)
+        for start in range(0, n, size):
+            if isinstance(dataset, dict):
+                yield _blocks({k: v[start : start + size] for k, v in dataset.items()})
+            else:
+                yield _blocks(dataset[start : start + size])
+        return
+    rows = iter(dataset)
+    while chunk := list(itertools.islice(rows, size)):
+        yield _blocks(chunk)
+
+
 @torch.no_grad()
 def _teacher_rows(teacher, ids, mask, k: int, values_dtype: torch.dtype):
     """Top-k log-probs, indices and rest log-mass `[n, T - 1, ...]` for a batch of blocks, chunk by chunk."""
@@ -128,13 +149,15 @@ def compute_teacher_logits(
     """
     Run `teacher` once over tokenized blocks and store its top-k next-token log-probabilities for offline distillation.
 
-    Resumable: a rerun with the same teacher name, data and settings skips the shards already written; a rerun with
-    other settings is refused (use another `output_dir`).
+    Resumable: a rerun with the same teacher name, data and settings skips the shards already written (their blocks are
+    read again and compared with the fingerprints recorded per shard); a rerun with other settings or data is refused
+    (use another `output_dir`).
 
     Args:
         teacher (`PreTrainedModel`): the teacher, on the device to run it on (eval mode is set).
-        dataset (`datasets.Dataset`, dict of columns or list of rows): blocks with `input_ids` (`[N, T]`), and
-            optionally `attention_mask` and `labels` (e.g. `hf_minitron.data.pack_texts`).
+        dataset (`datasets.Dataset`, dict of columns, or any iterable of rows such as a generator): blocks with
+            `input_ids` (`[N, T]`), and optionally `attention_mask` and `labels` (e.g. `hf_minitron.data.pack_texts`).
+            It is read one shard (`blocks_per_shard` rows) at a time: a generator streams.
         output_dir (`str` or `os.PathLike`): the store folder.
         args (`TeacherLogitsArguments`, *optional*): top-k, batch size, shard size, value dtype.
         teacher_name (`str`, *optional*): recorded in the manifest (default: `config._name_or_path`).
@@ -146,21 +169,20 @@ def compute_teacher_logits(
     from tqdm.auto import tqdm
 
     args = args or TeacherLogitsArguments()
-    blocks = _blocks(dataset)
     vocab = M.output_vocab(teacher)
     if not 1 <= args.top_k <= vocab:
         raise ValueError(f"top_k={args.top_k} is invalid: allowed 1 .. {vocab} (the teacher's vocabulary).")
-    num, seq_len = blocks["input_ids"].shape
+    shards = _shard_blocks(dataset, args.blocks_per_shard)
+    first = next(shards, None)  # the block length comes from the data
+    shards = itertools.chain([first] if first is not None else [], shards)
     settings = {
         "format": FORMAT,
         "teacher": teacher_name or M.base_model(teacher).config._name_or_path,
         "vocab_size": vocab,
         "top_k": args.top_k,
         "values_dtype": args.values_dtype,
-        "seq_len": seq_len,
-        "num_blocks": num,
+        "seq_len": int(first["input_ids"].shape[1]) if first is not None else None,
         "blocks_per_shard": args.blocks_per_shard,
-        "data_fingerprint": _fingerprint(blocks),
     }
     out = Path(output_dir)
     manifest_path = out / MANIFEST_NAME
@@ -180,19 +202,26 @@ def compute_teacher_logits(
         manifest = {**settings, "shards": [], "complete": False}
     out.mkdir(parents=True, exist_ok=True)
 
+    def save_manifest():
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+
     teacher.eval()
-    done = {s["file"] for s in manifest["shards"]}
-    starts = range(0, num, args.blocks_per_shard)
-    bar = tqdm(total=num, desc="teacher logits", unit="block", disable=not progress)
-    bar.update(sum(s["rows"] for s in manifest["shards"]))
-    for index, start in enumerate(starts):
-        name = f"shard-{index:05d}.safetensors"
-        if name in done:
+    total = len(dataset) if hasattr(dataset, "__len__") else None
+    bar = tqdm(total=total, desc="teacher logits", unit="block", disable=not progress)
+    index = -1
+    for index, blocks in enumerate(shards):
+        rows, fingerprint = len(blocks["input_ids"]), _fingerprint(blocks)
+        if index < len(manifest["shards"]):  # written by an earlier run: the same blocks, or a refusal
+            if manifest["shards"][index].get("fingerprint") != fingerprint:
+                raise ValueError(
+                    f"{out} holds teacher logits of other data (data_fingerprint of shard {index} differs); use "
+                    "another output."
+                )
+            bar.update(rows)
             continue
-        stop = min(start + args.blocks_per_shard, num)
-        ids, mask = blocks["input_ids"][start:stop], blocks["attention_mask"][start:stop]
+        ids, mask = blocks["input_ids"], blocks["attention_mask"]
         parts = []
-        for b in range(0, stop - start, args.batch_size):
+        for b in range(0, rows, args.batch_size):
             parts.append(
                 _teacher_rows(
                     teacher,
@@ -202,24 +231,31 @@ def compute_teacher_logits(
                     _VALUE_DTYPES[args.values_dtype],
                 )  # fmt: skip
             )
-            bar.update(min(args.batch_size, stop - start - b))
+            bar.update(min(args.batch_size, rows - b))
         tensors = {
             "input_ids": ids.int(),
             "attention_mask": mask.to(torch.uint8),
-            "labels": blocks["labels"][start:stop].int(),
+            "labels": blocks["labels"].int(),
             "topk_logprobs": torch.cat([p[0] for p in parts]),
             "topk_indices": torch.cat([p[1] for p in parts]),
             "rest_logprob": torch.cat([p[2] for p in parts]),
         }
+        name = f"shard-{index:05d}.safetensors"
         with atomic_file(out / name) as tmp:
             save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"format": FORMAT})
-        manifest["shards"].append({"file": name, "rows": stop - start})
-        manifest["complete"] = sum(s["rows"] for s in manifest["shards"]) == num
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+        manifest["shards"].append({"file": name, "rows": rows, "fingerprint": fingerprint})
+        manifest["complete"] = False
+        save_manifest()
     bar.close()
-    if not manifest["complete"]:  # an empty dataset, or nothing left to do: still mark it
-        manifest["complete"] = sum(s["rows"] for s in manifest["shards"]) == num
-        atomic_write_text(manifest_path, json.dumps(manifest, indent=2, sort_keys=True))
+    if index + 1 < len(manifest["shards"]):
+        raise ValueError(
+            f"{out} holds teacher logits of other data (data_fingerprint: the store has {len(manifest['shards'])} "
+            f"shards, the data {index + 1}); use another output."
+        )
+    digest = hashlib.sha256("".join(s["fingerprint"] for s in manifest["shards"]).encode())
+    manifest.update(num_blocks=sum(s["rows"] for s in manifest["shards"]), complete=True,
+                    data_fingerprint=digest.hexdigest()[:16])  # fmt: skip
+    save_manifest()
     return out
 
 

@@ -113,16 +113,17 @@ def _no_training_args_pickle():
         hf_trainer.TRAINING_ARGS_NAME = name
 
 
-def shard_teacher_fsdp2(teacher: nn.Module, accelerator=None) -> nn.Module:
+def shard_teacher_fsdp2(teacher: nn.Module, accelerator=None, mesh=None) -> nn.Module:
     """Shard a frozen teacher with FSDP2 `fully_shard` (each decoder layer, then the whole model) for inference.
 
-    Uses the accelerator's device mesh when it has one; the teacher keeps `requires_grad=False` and is never given to
+    Uses `mesh`, else the accelerator's device mesh when it has one; the teacher keeps `requires_grad=False` and is never given to
     the optimizer. Its layers are resharded after their forward, so only one layer is gathered at a time.
     """
     from torch.distributed.fsdp import fully_shard
 
-    mesh = getattr(accelerator, "torch_device_mesh", None) if accelerator is not None else None
-    if mesh is not None and accelerator.parallelism_config is not None:
+    if mesh is None and accelerator is not None:
+        mesh = getattr(accelerator, "torch_device_mesh", None)
+    if mesh is not None and accelerator is not None and accelerator.parallelism_config is not None:
         mesh = mesh[tuple(accelerator.parallelism_config.fsdp_dim_names)]
     layer_classes = set(getattr(M.base_model(teacher), "_no_split_modules", None) or [])
     for module in teacher.modules():
@@ -142,6 +143,12 @@ def _deepspeed_inference_engine(teacher: nn.Module, accelerator, sharding: str =
     config = copy.deepcopy(accelerator.state.deepspeed_plugin.deepspeed_config)
     config.pop("optimizer", None)
     config.pop("scheduler", None)
+    # Batch sizes do not matter to an inference engine, but DeepSpeed checks train = micro * accumulation * world.
+    micro = config.get("train_micro_batch_size_per_gpu")
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        config.pop(key, None)
+    config["train_micro_batch_size_per_gpu"] = micro if isinstance(micro, int) else 1
+    config["gradient_accumulation_steps"] = 1
     config["zero_optimization"].pop("offload_optimizer", None)
     zero3 = config["zero_optimization"].get("stage") == 3 and sharding == "shard"
     config["zero_optimization"]["stage"] = 3 if zero3 else 0

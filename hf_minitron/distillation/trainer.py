@@ -22,6 +22,7 @@ from .chunked import DEFAULT_CHUNK_ELEMENTS, chunked_distillation_loss, chunked_
 from .losses import hidden_state_loss, target_mask
 from .offline import TEACHER_KEYS, TeacherLogitsDataset
 from .placement import (
+    PROJECTION_MODULE,
     _attach_projection,
     _check_offline,
     _check_peft_student,
@@ -131,12 +132,6 @@ class DistillationTrainer(Trainer):
             raise ValueError(
                 "DistillationTrainer does not support nn.DataParallel; launch with torchrun or accelerate."
             )
-        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.zero_stage == 3:
-            raise ValueError(
-                "DeepSpeed zero_stage=3 is not supported for the student (the chunked loss reads lm_head's weight "
-                "outside forward, which ZeRO-3 partitions): allowed zero_stage 0-2, or FSDP2 "
-                "(recipes/accelerate/fsdp2.yaml)."
-            )
         if hasattr(self.model, "add_model_tags"):
             self.model.add_model_tags(self._tag_names)
         self.teacher_model = None if teacher_model is None else self._prepare_teacher(teacher_model)
@@ -172,8 +167,10 @@ class DistillationTrainer(Trainer):
         return pairs, None, nn.Linear(s_hidden, t_hidden, bias=False, dtype=dtype)
 
     def _prepare_teacher(self, teacher: nn.Module) -> nn.Module:
-        """Teacher placement: DeepSpeed inference engine; FSDP2-sharded (or whole on each device, by choice);
-        otherwise on the student's device. Never wrapped in DDP, never in the optimizer, never saved."""
+        """Teacher placement: DeepSpeed inference engine; FSDP2-sharded (or whole on each device, by choice) under
+        accelerate's FSDP2 or next to a student that transformers sharded at load time (`from_pretrained(...,
+        distributed_config=DistributedConfig(fsdp_size=N))`); otherwise on the student's device. Never wrapped in
+        DDP, never in the optimizer, never saved."""
         if self.is_deepspeed_enabled:
             return _deepspeed_inference_engine(teacher, self.accelerator, self.args.teacher_sharding)
         if self.is_fsdp_enabled:
@@ -181,6 +178,14 @@ class DistillationTrainer(Trainer):
             if self.args.teacher_sharding == "shard" and getattr(self.accelerator, "is_fsdp2", False):
                 return shard_teacher_fsdp2(teacher, self.accelerator)
             return teacher.to(self.args.device)
+        if getattr(
+            self, "is_distributed_loading_by_transformers", False
+        ):  # an FSDP2 student sharded at load time
+            already = any(hasattr(p, "device_mesh") for p in teacher.parameters())
+            if self.args.teacher_sharding == "shard" and not already:
+                mesh = next(p.device_mesh for p in self.model.parameters() if hasattr(p, "device_mesh"))
+                return shard_teacher_fsdp2(teacher, mesh=mesh)
+            return teacher if already else teacher.to(self.args.device)
         # Moves it to the student's device; DDP never wraps it (evaluation_mode).
         return self.accelerator.prepare_model(teacher, evaluation_mode=True)
 
@@ -419,8 +424,9 @@ class DistillationTrainer(Trainer):
             hidden = outputs.hidden_states[-1]
             head = M.logit_head(self.accelerator.unwrap_model(model))
             flat = hidden.reshape(-1, hidden.shape[-1])
-            chunk = max(1, DEFAULT_CHUNK_ELEMENTS // head.weight.shape[0])
-            logits = torch.cat([head.logits(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
+            with head.gathered():  # a ZeRO-3-partitioned head: whole while the logits are built
+                chunk = max(1, DEFAULT_CHUNK_ELEMENTS // head.weight.shape[0])
+                logits = torch.cat([head.logits(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
         return loss.detach(), logits.view(*hidden.shape[:-1], -1), inputs.get("labels")
 
     def evaluation_loop(
@@ -469,7 +475,7 @@ class DistillationTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Trainer's save without `training_args.bin`; the arguments go to `training_args.json`, tokens masked and
         absolute paths cut to their last component."""
-        with _no_training_args_pickle():
+        with _no_training_args_pickle(), self._projection_detached():
             super()._save(output_dir, state_dict)
         if self.args.should_save:
             folder = output_dir if output_dir is not None else self.args.output_dir
@@ -480,6 +486,20 @@ class DistillationTrainer(Trainer):
             atomic_write_text(
                 os.path.join(folder, TRAINING_ARGS_JSON), public_text(self.args.to_json_string())
             )
+
+    @contextlib.contextmanager
+    def _projection_detached(self):
+        """Without the projection while a student sharded at load time is saved: transformers' (5.24) distributed
+        save wrote it into the checkpoint despite `_keys_to_ignore_on_save`."""
+        base = M.base_model(self.accelerator.unwrap_model(self.model))
+        if self.projection is None or not getattr(self, "is_distributed_loading_by_transformers", False):
+            yield
+            return
+        module = base._modules.pop(PROJECTION_MODULE)
+        try:
+            yield
+        finally:
+            base._modules[PROJECTION_MODULE] = module
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         with _no_training_args_pickle():
