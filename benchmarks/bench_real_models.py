@@ -235,7 +235,7 @@ def stage_search(opts, res, eval_blocks, batches, target):
         model,
         scores,
         target,
-        eval_dataset=train_dataset(eval_blocks),
+        eval_dataset=train_dataset(eval_blocks[: opts.search_eval_blocks]),
         steps_per_candidate=0,
         max_candidates=opts.search_candidates,
         pruning_config=config,
@@ -254,6 +254,7 @@ def stage_search(opts, res, eval_blocks, batches, target):
     ]
     res["search"] = {
         "importance": "activation (every axis)",
+        "eval_tokens": int(eval_blocks[: opts.search_eval_blocks].numel()),
         "importance_s": round(t1 - t0, 1),
         "search_s": round(t2 - t1, 1),
         "ranking": ranking,
@@ -409,6 +410,7 @@ def teacher_store(opts, res, teacher, ds, n_blocks: int) -> Path:
 def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
     """Distill each student in `--distill` from the 1.5B (online, or from a stored top-k teacher when
     `--offline-top-k`), held-out perplexity at `--eval-steps` and when `--deadline` stops the run."""
+    import copy as copy_module
     import datetime
 
     from transformers import TrainerCallback, default_data_collator
@@ -444,7 +446,10 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
             def on_step_end(self, args, state, control, **kw):
                 late = deadline is not None and time.time() > deadline
                 if state.global_step in eval_at or late or state.global_step == state.max_steps:
-                    point = heldout_ppl(self.model, eval_blocks, opts.eval_batch_size)
+                    # evaluated in bf16 like every other row (and the saved student): a copy, training stays fp32
+                    copy = copy_module.deepcopy(self.model).to(torch.bfloat16).eval()
+                    point = heldout_ppl(copy, eval_blocks, opts.eval_batch_size)
+                    del copy
                     self.points.append(
                         {
                             "tokens": state.global_step * tokens_per_step,
@@ -572,6 +577,9 @@ def main(argv=None) -> int:
     )
     parser.add_argument("--tag", default="", help="suffix of the results keys (distilled<tag>/<student>)")
     parser.add_argument("--search-candidates", type=int, default=8)
+    parser.add_argument(
+        "--search-eval-blocks", type=int, default=16, help="held-out blocks that rank candidates"
+    )
     parser.add_argument("--tp-timeout", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", default=None, help="PNG path for the perplexity-vs-tokens curve")

@@ -1,15 +1,16 @@
-"""Distillation cost per step on this CPU, paired in one process: fp32 vs bf16 autocast, online teacher vs stored
-(offline) teacher logits, sequence length at equal tokens per step.
+"""Distillation cost on this CPU, paired in one process: student forward + backward in fp32 vs bf16 autocast, with
+the teacher online vs stored (offline top-k) teacher logits, plus the one-off cost of the store and of an AdamW step.
 
-Usage: python benchmarks/real_models/speed.py STUDENT_DIR [--steps 3] (a pruned Qwen student from bench_real_models).
-Each setting runs `--warmup` + `--steps` optimizer steps of DistillationTrainer on the same training blocks; the
-timed steps are reported as wall and process CPU seconds (all threads) per 1,000 tokens, with the first loss (to
-check that the settings compute the same thing). Prints JSON on stdout.
+Usage: python benchmarks/real_models/speed.py STUDENT_DIR [--rounds 2] (a pruned Qwen student from
+bench_real_models). The settings are measured in turn, `--rounds` times, on the same training blocks after a short
+warm-up each; reported as wall and process CPU seconds (all threads) per 1,000 tokens, with the loss (the settings
+must compute nearly the same thing). Prints JSON on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import sys
@@ -29,63 +30,26 @@ def cpu_s() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def run(student_dir, teacher, train, seq_len, batch, bf16, steps, warmup, workdir, tag) -> dict:
-    from transformers import TrainerCallback, default_data_collator
-
-    from hf_minitron import DistillationTrainer
-
-    marks = []
-
-    class Clock(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kw):
-            marks.append(("begin", time.perf_counter(), cpu_s()))
-
-        def on_step_end(self, args, state, control, **kw):
-            marks.append(("end", time.perf_counter(), cpu_s()))
-
-    student = B.load(student_dir, dtype=torch.float32)
-    args = B.distill_args(
-        str(Path(workdir) / tag), max_steps=warmup + steps, batch=batch, lr=3e-5, warmup=0, bf16=bf16
-    )
-    trainer = DistillationTrainer(
-        model=student,
-        teacher_model=teacher,
-        args=args,
-        train_dataset=train,
-        data_collator=default_data_collator,
-        callbacks=[Clock()],
-    )
-    trainer.train()
-    timed = [(b, e) for b, e in zip(marks[0::2], marks[1::2])][warmup:]
-    wall = sum(e[1] - b[1] for b, e in timed)
-    cpu = sum(e[2] - b[2] for b, e in timed)
-    tokens = steps * batch * seq_len
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    del trainer, student
-    return {
-        "setting": tag,
-        "seq_len": seq_len,
-        "batch": batch,
-        "bf16_autocast": bf16,
-        "teacher": "offline store" if teacher is None else "online",
-        "wall_s_per_1k_tokens": round(1000 * wall / tokens, 2),
-        "cpu_s_per_1k_tokens": round(1000 * cpu / tokens, 2),
-        "first_losses": [round(x, 4) for x in losses[:2]],
-    }
+def timed(fn) -> tuple[float, float, float]:
+    """(wall s, CPU s, value) of one call."""
+    t0, c0 = time.perf_counter(), cpu_s()
+    value = fn()
+    return time.perf_counter() - t0, cpu_s() - c0, value
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("student")
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--tokens-per-step", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--top-k", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     opts = parser.parse_args(argv)
     torch.set_num_threads(opts.threads)
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, default_data_collator
 
+    from hf_minitron import DistillationTrainer
     from hf_minitron.distillation.offline import (
         TeacherLogitsArguments,
         TeacherLogitsDataset,
@@ -94,59 +58,80 @@ def main(argv=None) -> int:
 
     tokenizer = AutoTokenizer.from_pretrained(B.hf_path(B.TEACHER))
     _, _, train_docs = B.split_documents(B.documents())
-    n_steps = opts.warmup + opts.steps
-    results = []
+    blocks = B.blocks_from(train_docs, tokenizer, opts.seq_len, opts.batch, 2000)
+    tokens = blocks.numel()
+    results = {"tokens_per_call": tokens, "threads": opts.threads}
     with tempfile.TemporaryDirectory() as workdir:
         teacher = B.load(B.TEACHER)
-        data = {}
-        for seq_len in (128, 256, 512):
-            blocks = B.blocks_from(
-                train_docs, tokenizer, seq_len, n_steps * opts.tokens_per_step // seq_len, 2000
-            )
-            data[seq_len] = B.train_dataset(blocks)
-        # the stored teacher: its one-off cost per 1,000 tokens, then the student alone
-        t0, c0 = time.perf_counter(), cpu_s()
-        store = compute_teacher_logits(
-            teacher,
-            data[256],
-            Path(workdir) / "store",
-            TeacherLogitsArguments(top_k=opts.top_k, batch_size=2),
-            progress=False,
-        )
-        tokens = len(data[256]) * 256
-        results.append(
-            {
-                "setting": f"teacher logits store (top-{opts.top_k}), seq 256",
-                "wall_s_per_1k_tokens": round(1000 * (time.perf_counter() - t0) / tokens, 2),
-                "cpu_s_per_1k_tokens": round(1000 * (cpu_s() - c0) / tokens, 2),
-            }
-        )
-        B.log(results[-1])
-        offline = TeacherLogitsDataset(store)
-        plan = [
-            ("online fp32 seq256", teacher, data[256], 256, False),
-            ("online bf16 seq256", teacher, data[256], 256, True),
-            ("offline fp32 seq256", None, offline, 256, False),
-            ("offline bf16 seq256", None, offline, 256, True),
-            ("online bf16 seq128", teacher, data[128], 128, True),
-            ("online bf16 seq512", teacher, data[512], 512, True),
-        ]
-        for tag, t, ds, seq_len, bf16 in plan:
-            out = run(
-                opts.student,
-                t,
+        ds = B.train_dataset(blocks)
+        wall, cpu, store = timed(
+            lambda: compute_teacher_logits(
+                teacher,
                 ds,
-                seq_len,
-                opts.tokens_per_step // seq_len,
-                bf16,
-                opts.steps,
-                opts.warmup,
-                workdir,
-                tag.replace(" ", "_"),
+                Path(workdir) / "store",
+                TeacherLogitsArguments(top_k=opts.top_k, batch_size=opts.batch),
+                progress=False,
             )
-            out["setting"] = tag
-            results.append(out)
-            B.log(out)
+        )
+        results["teacher_store"] = {
+            "top_k": opts.top_k,
+            "wall_s_per_1k_tokens": round(1000 * wall / tokens, 2),
+            "cpu_s_per_1k_tokens": round(1000 * cpu / tokens, 2),
+        }
+        B.log(results["teacher_store"])
+        student = B.load(opts.student, dtype=torch.float32)
+        student.train()
+        args = B.distill_args(str(Path(workdir) / "t"), max_steps=1, batch=opts.batch, lr=3e-5, warmup=0)
+        online = DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=args,
+            train_dataset=ds,
+            data_collator=default_data_collator,
+        )
+        stored = TeacherLogitsDataset(store)
+        offline = DistillationTrainer(
+            model=student, args=args, train_dataset=stored, data_collator=default_data_collator
+        )
+        batch_online = default_data_collator([ds[i] for i in range(len(ds))])
+        batch_online = {k: torch.as_tensor(v) for k, v in batch_online.items()}
+        batch_offline = default_data_collator([stored[i] for i in range(len(stored))])
+
+        def step(trainer, batch, bf16):
+            ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+            with ctx:
+                loss = trainer.compute_loss(student, dict(batch))
+            loss.backward()
+            student.zero_grad(set_to_none=True)
+            return float(loss)
+
+        settings = {
+            "online fp32": (online, batch_online, False),
+            "online bf16 autocast": (online, batch_online, True),
+            "offline fp32": (offline, batch_offline, False),
+            "offline bf16 autocast": (offline, batch_offline, True),
+        }
+        short = {k: v[:, :32] if v.ndim >= 2 else v for k, v in batch_online.items()}
+        for trainer, batch, bf16 in settings.values():  # warm-up (oneDNN kernels, allocator)
+            step(trainer, short if trainer is online else {k: v[:, :31] if k.startswith("teacher") else v[:, :32] for k, v in batch.items()}, bf16)  # fmt: skip
+        runs = {name: [] for name in settings}
+        for _ in range(opts.rounds):
+            for name, (trainer, batch, bf16) in settings.items():
+                wall, cpu, loss = timed(lambda: step(trainer, batch, bf16))  # noqa: B023
+                runs[name].append({"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "loss": round(loss, 4)})
+                B.log(name, runs[name][-1])
+        for name, rs in runs.items():
+            results[name] = {
+                "wall_s_per_1k_tokens": round(1000 * min(r["wall_s"] for r in rs) / tokens, 2),
+                "cpu_s_per_1k_tokens": round(1000 * min(r["cpu_s"] for r in rs) / tokens, 2),
+                "runs": rs,
+            }
+        optimizer = torch.optim.AdamW(student.parameters(), lr=3e-5)
+        for p in student.parameters():
+            p.grad = torch.zeros_like(p)
+        optimizer.step()  # allocates the moments
+        wall, cpu, _ = timed(optimizer.step)
+        results["adamw_step"] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
     print(json.dumps(results, indent=2))
     return 0
 
