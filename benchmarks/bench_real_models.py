@@ -10,7 +10,9 @@ perplexity on the same token blocks. Stages (each result is saved to <workdir>/r
              time per criterion; each student saved (bf16) for the distillation stage
   torch-pruning  Torch-Pruning's documented LLM path (MetaPruner + GroupNorm / GroupTaylor), in a subprocess
              with a time limit; the reason is recorded when it gives no loadable model
+  search     search_architectures on the real model, ranked right after pruning (no retraining per candidate)
   distill    DistillationTrainer from the 1.5B on the training split, held-out perplexity vs tokens seen
+             (`--bf16` autocast, `--offline-top-k` stored teacher, `--deadline HH:MM` UTC stop, `--tag` results key)
 Prints the results as JSON on stdout; progress goes to stderr.
 """
 
