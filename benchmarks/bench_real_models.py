@@ -10,7 +10,9 @@ perplexity on the same token blocks. Stages (each result is saved to <workdir>/r
              time per criterion; each student saved (bf16) for the distillation stage
   torch-pruning  Torch-Pruning's documented LLM path (MetaPruner + GroupNorm / GroupTaylor), in a subprocess
              with a time limit; the reason is recorded when it gives no loadable model
+  search     search_architectures on the real model, ranked right after pruning (no retraining per candidate)
   distill    DistillationTrainer from the 1.5B on the training split, held-out perplexity vs tokens seen
+             (`--bf16` autocast, `--offline-top-k` stored teacher, `--deadline HH:MM` UTC stop, `--tag` results key)
 Prints the results as JSON on stdout; progress goes to stderr.
 """
 
@@ -218,6 +220,56 @@ def stage_prune(opts, res, eval_blocks, batches, target):
         del model, scores
 
 
+def stage_search(opts, res, eval_blocks, batches, target):
+    """Minitron's search on the real model, ranked right after pruning (steps_per_candidate=0: retraining every
+    candidate does not fit this CPU); the best shape is saved as the student `search_best`."""
+    from hf_minitron import PruningConfig, estimate_importance
+    from hf_minitron.search import search_architectures
+
+    if "search" in res:
+        return
+    model = load(TEACHER)
+    config = PruningConfig(target_params=target, importance="activation")
+    t0 = time.perf_counter()
+    scores = estimate_importance(model, batches, config)
+    t1 = time.perf_counter()
+    result = search_architectures(
+        model,
+        scores,
+        target,
+        eval_dataset=train_dataset(eval_blocks[: opts.search_eval_blocks]),
+        steps_per_candidate=0,
+        max_candidates=opts.search_candidates,
+        pruning_config=config,
+        eval_batch_size=opts.eval_batch_size,
+        keep_best_model=True,
+        results_file=Path(opts.workdir) / "search_progress.json",
+    )
+    t2 = time.perf_counter()
+    del model
+    best = result.best_model
+    out = Path(opts.workdir) / "students" / "search_best"
+    best.save_pretrained(out)
+    ranking = [
+        {**r.to_dict(), "perplexity": round(float(torch.exp(torch.tensor(r.loss))), 2)}
+        for r in result.ranking
+    ]
+    res["search"] = {
+        "importance": "activation (every axis)",
+        "eval_tokens": int(eval_blocks[: opts.search_eval_blocks].numel()),
+        "importance_s": round(t1 - t0, 1),
+        "search_s": round(t2 - t1, 1),
+        "ranking": ranking,
+        "failures": [f.to_dict() for f in result.failures],
+    }
+    res["pruned/search_best"] = {
+        "shape": ranking[0],
+        "params": n_params(best),
+        "path": str(out),
+        **heldout_ppl(best, eval_blocks, opts.eval_batch_size),
+    }
+
+
 def load_config(name):
     from transformers import AutoConfig
 
@@ -296,57 +348,131 @@ def stage_torch_pruning(opts, res, target, batches):
         res[key] = entry
 
 
-def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
+def train_dataset(blocks: torch.Tensor):
+    """Packed training blocks as a datasets.Dataset (every position counts)."""
     import datasets
-    from transformers import TrainerCallback, default_data_collator
 
-    from hf_minitron import DistillationArguments, DistillationTrainer
-
-    teacher = load(TEACHER)
-    ds = datasets.Dataset.from_dict(
+    return datasets.Dataset.from_dict(
         {
-            "input_ids": train_blocks.tolist(),
-            "attention_mask": [[1] * opts.seq_len] * len(train_blocks),
-            "labels": train_blocks.tolist(),
+            "input_ids": blocks.tolist(),
+            "attention_mask": torch.ones_like(blocks).tolist(),
+            "labels": blocks.tolist(),
         }
     )
+
+
+def distill_args(output_dir: str, max_steps: int, batch: int, lr: float, warmup: int, bf16: bool = False):
+    """DistillationArguments of every run here: CPU, constant LR after warmup, no checkpoints, log every step."""
+    from hf_minitron import DistillationArguments
+
+    return DistillationArguments(
+        output_dir=output_dir,
+        max_steps=max_steps,
+        per_device_train_batch_size=batch,
+        learning_rate=lr,
+        lr_scheduler_type="constant_with_warmup",
+        warmup_steps=warmup,
+        weight_decay=0.0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=bf16,
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+
+
+def teacher_store(opts, res, teacher, ds, n_blocks: int) -> Path:
+    """Run the teacher once over the training blocks and store its top-k log-probs (resumable); its cost is logged."""
+    from hf_minitron.distillation.offline import TeacherLogitsArguments, compute_teacher_logits
+
+    path = Path(opts.workdir) / f"teacher-logits-top{opts.offline_top_k}-seq{opts.seq_len}-n{n_blocks}"
+    key = f"teacher_logits/{path.name}"
+    t0, c0 = time.perf_counter(), time.process_time()
+    compute_teacher_logits(
+        teacher,
+        ds,
+        path,
+        TeacherLogitsArguments(top_k=opts.offline_top_k, batch_size=2, blocks_per_shard=64),
+        teacher_name=MODELS[TEACHER].description,
+        progress=False,
+    )
+    if key not in res.data:
+        res[key] = {
+            "tokens": n_blocks * opts.seq_len,
+            "wall_s": round(time.perf_counter() - t0, 1),
+            "cpu_s": round(time.process_time() - c0, 1),
+            "bytes": sum(f.stat().st_size for f in path.iterdir()),
+        }
+    return path
+
+
+def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
+    """Distill each student in `--distill` from the 1.5B (online, or from a stored top-k teacher when
+    `--offline-top-k`), held-out perplexity at `--eval-steps` and when `--deadline` stops the run."""
+    import copy as copy_module
+    import datetime
+
+    from transformers import TrainerCallback, default_data_collator
+
+    from hf_minitron import DistillationTrainer, TeacherLogitsDataset
+
+    teacher = load(TEACHER)
+    ds = train_dataset(train_blocks)
+    if opts.offline_top_k:
+        ds = TeacherLogitsDataset(teacher_store(opts, res, teacher, ds, len(train_blocks)))
+        del teacher
+        teacher = None
     tokens_per_step = opts.distill_batch_size * opts.seq_len
     eval_at = set(opts.eval_steps)
+    deadline = None
+    if opts.deadline:
+        hour, minute = map(int, opts.deadline.split(":"))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        deadline = now.replace(hour=hour, minute=minute, second=0, microsecond=0).timestamp()
     for key in opts.distill:
-        rkey = f"distilled/{key}"
+        rkey = f"distilled{opts.tag}/{key}"
         if rkey in res:
             continue
         student = load(res.data[f"pruned/{key}"]["path"], dtype=torch.float32)
         curve = [{"tokens": 0, **{k: res.data[f"pruned/{key}"][k] for k in ("loss", "perplexity")}}]
+        t_start, c_start = time.perf_counter(), time.process_time()
 
         class Curve(TrainerCallback):
-            def __init__(self, model, points, name):
-                self.model, self.points, self.name = model, points, name
+            def __init__(self, model, points, rkey):
+                self.model, self.points, self.rkey = model, points, rkey
+                self.t0, self.c0 = time.perf_counter(), time.process_time()
 
             def on_step_end(self, args, state, control, **kw):
-                if state.global_step in eval_at:
-                    point = heldout_ppl(self.model, eval_blocks, opts.eval_batch_size)
+                late = deadline is not None and time.time() > deadline
+                if state.global_step in eval_at or late or state.global_step == state.max_steps:
+                    # evaluated in bf16 like every other row (and the saved student): a copy, training stays fp32
+                    copy = copy_module.deepcopy(self.model).to(torch.bfloat16).eval()
+                    point = heldout_ppl(copy, eval_blocks, opts.eval_batch_size)
+                    del copy
                     self.points.append(
-                        {"tokens": state.global_step * tokens_per_step, "step": state.global_step, **point}
+                        {
+                            "tokens": state.global_step * tokens_per_step,
+                            "step": state.global_step,
+                            "wall_s": round(time.perf_counter() - self.t0, 1),
+                            "cpu_s": round(time.process_time() - self.c0, 1),
+                            **point,
+                        }
                     )
-                    log(self.name, self.points[-1])
+                    res[f"{self.rkey}/partial"] = {"curve": self.points}
                     self.model.train()
+                if late:
+                    control.should_training_stop = True
 
-        args = DistillationArguments(
-            output_dir=str(Path(opts.workdir) / "trainer" / key),
+        args = distill_args(
+            str(Path(opts.workdir) / "trainer" / key),
             max_steps=opts.distill_steps,
-            per_device_train_batch_size=opts.distill_batch_size,
-            learning_rate=opts.lr,
-            lr_scheduler_type="constant_with_warmup",
-            warmup_steps=opts.warmup_steps,
-            weight_decay=0.0,
-            logging_steps=1,
-            save_strategy="no",
-            report_to=[],
-            use_cpu=True,
-            seed=0,
-            dataloader_num_workers=0,
-            disable_tqdm=True,
+            batch=opts.distill_batch_size,
+            lr=opts.lr,
+            warmup=opts.warmup_steps,
+            bf16=opts.bf16,
         )
         trainer = DistillationTrainer(
             model=student,
@@ -354,23 +480,28 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
             args=args,
             train_dataset=ds,
             data_collator=default_data_collator,
-            callbacks=[Curve(student, curve, key)],
+            callbacks=[Curve(student, curve, rkey)],
         )
-        t0 = time.perf_counter()
         trainer.train()
-        train_s = time.perf_counter() - t0
-        out = Path(opts.workdir) / "distilled" / key
+        train_s, train_cpu = time.perf_counter() - t_start, time.process_time() - c_start
+        out = Path(opts.workdir) / f"distilled{opts.tag}" / key
         student.to(torch.bfloat16).save_pretrained(out)
         tokenizer.save_pretrained(out)
         logs = [
             {k: v for k, v in h.items() if k in ("step", "loss", "distill_loss", "lm_loss")}
             for h in trainer.state.log_history
         ]
+        steps = trainer.state.global_step
         res[rkey] = {
-            "steps": opts.distill_steps,
-            "tokens": opts.distill_steps * tokens_per_step,
-            "train_s": round(train_s, 1),
+            "steps": steps,
+            "tokens": steps * tokens_per_step,
+            "unique_tokens": len(train_blocks) * opts.seq_len,
+            "teacher": f"stored top-{opts.offline_top_k}" if opts.offline_top_k else "online",
+            "bf16_autocast": opts.bf16,
+            "train_wall_s": round(train_s, 1),
+            "train_cpu_s": round(train_cpu, 1),
             "lr": opts.lr,
+            "warmup_steps": opts.warmup_steps,
             "batch": opts.distill_batch_size,
             "seq_len": opts.seq_len,
             "curve": curve,
@@ -378,10 +509,9 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
             "path": str(out),
         }
         del student, trainer
-    del teacher
 
 
-def plot(res, path: Path) -> None:
+def plot(res, path: Path, tag: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -389,7 +519,7 @@ def plot(res, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, value in res.data.items():
-        if key.startswith("distilled/"):
+        if key.startswith(f"distilled{tag}/") and not key.endswith("/partial"):
             xs = [p["tokens"] for p in value["curve"]]
             ax.plot(
                 xs,
@@ -439,6 +569,19 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-steps", type=int, nargs="*", default=[5, 10])
     parser.add_argument("--lr", type=float, default=3e-5, help="1e-4 was unstable, 3e-4 diverged")
     parser.add_argument("--warmup-steps", type=int, default=0)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the student (fp32 weights)")
+    parser.add_argument("--offline-top-k", type=int, default=0, help="distill from a stored top-k teacher")
+    parser.add_argument(
+        "--train-blocks", type=int, default=None, help="unique training blocks (default: steps x batch)"
+    )
+    parser.add_argument(
+        "--deadline", default=None, help="HH:MM UTC: stop training then (evaluated and saved)"
+    )
+    parser.add_argument("--tag", default="", help="suffix of the results keys (distilled<tag>/<student>)")
+    parser.add_argument("--search-candidates", type=int, default=8)
+    parser.add_argument(
+        "--search-eval-blocks", type=int, default=16, help="held-out blocks that rank candidates"
+    )
     parser.add_argument("--tp-timeout", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--plot", default=None, help="PNG path for the perplexity-vs-tokens curve")
@@ -473,14 +616,16 @@ def main(argv=None) -> int:
         stage_baselines(opts, res, eval_blocks)
     if "prune" in opts.stages:
         stage_prune(opts, res, eval_blocks, calibration(opts, tokenizer, calib), target)
+    if "search" in opts.stages:
+        stage_search(opts, res, eval_blocks, calibration(opts, tokenizer, calib), target)
     if "torch-pruning" in opts.stages:
         stage_torch_pruning(opts, res, target, calibration(opts, tokenizer, calib))
     if "distill" in opts.stages:
-        n_train = opts.distill_steps * opts.distill_batch_size
+        n_train = opts.train_blocks or opts.distill_steps * opts.distill_batch_size
         train_blocks = blocks_from(train, tokenizer, opts.seq_len, n_train, opts.max_doc_chars)
         stage_distill(opts, res, eval_blocks, train_blocks, tokenizer)
     if opts.plot:
-        plot(res, Path(opts.plot))
+        plot(res, Path(opts.plot), opts.tag)
     res.data.setdefault("runs", []).append(
         {"stages": opts.stages, "wall_s": round(time.perf_counter() - start, 1), "argv": sys.argv[1:]}
     )
