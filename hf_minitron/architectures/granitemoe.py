@@ -6,16 +6,19 @@ from __future__ import annotations
 from hf_minitron.architectures.moe import EXPERT_ATTRIBUTES, moe_groups
 from hf_minitron.architectures.spec import ArchitectureSpec, register
 
+# Mixtral's experts under block_sparse_moe, shared by both Granite-MoE variants
+_EXPERTS = dict(
+    experts_key="num_local_experts",
+    width_key="intermediate_size",
+    mlp="block_sparse_moe",
+    router="block_sparse_moe.router",
+    experts="block_sparse_moe.experts",
+)
+
 GRANITEMOE = register(
     ArchitectureSpec(
         model_types=("granitemoe",),
-        groups=moe_groups(
-            experts_key="num_local_experts",
-            width_key="intermediate_size",
-            mlp="block_sparse_moe",
-            router="block_sparse_moe.router",
-            experts="block_sparse_moe.experts",
-        ),
+        groups=moe_groups(**_EXPERTS),
         module_size_attributes=(
             *EXPERT_ATTRIBUTES,
             ("num_experts", "num_local_experts"),
@@ -30,11 +33,7 @@ GRANITEMOE_SHARED = register(
     ArchitectureSpec(
         model_types=("granitemoeshared",),
         groups=moe_groups(
-            experts_key="num_local_experts",
-            width_key="intermediate_size",
-            mlp="block_sparse_moe",
-            router="block_sparse_moe.router",
-            experts="block_sparse_moe.experts",
+            **_EXPERTS,
             shared_expert="shared_mlp",
             shared_key="shared_intermediate_size",
             shared_gate=False,
