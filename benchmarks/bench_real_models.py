@@ -361,7 +361,15 @@ def train_dataset(blocks: torch.Tensor):
     )
 
 
-def distill_args(output_dir: str, max_steps: int, batch: int, lr: float, warmup: int, bf16: bool = False):
+def distill_args(
+    output_dir: str,
+    max_steps: int,
+    batch: int,
+    lr: float,
+    warmup: int,
+    bf16: bool = False,
+    data_seed: int = 0,
+):
     """DistillationArguments of every run here: CPU, constant LR after warmup, no checkpoints, log every step."""
     from hf_minitron import DistillationArguments
 
@@ -379,6 +387,7 @@ def distill_args(output_dir: str, max_steps: int, batch: int, lr: float, warmup:
         use_cpu=True,
         bf16=bf16,
         seed=0,
+        data_seed=data_seed,
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
@@ -436,13 +445,21 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
         rkey = f"distilled{opts.tag}/{key}"
         if rkey in res:
             continue
-        student = load(res.data[f"pruned/{key}"]["path"], dtype=torch.float32)
-        curve = [{"tokens": 0, **{k: res.data[f"pruned/{key}"][k] for k in ("loss", "perplexity")}}]
+        if (
+            opts.continue_from is not None
+        ):  # a later leg of a long run: start where that run's student stopped
+            before = res.data[f"distilled{opts.continue_from}/{key}"]
+            student = load(before["path"], dtype=torch.float32)
+            curve, offset = [dict(p, leg=0) for p in before["curve"]], before["tokens"]
+        else:
+            student = load(res.data[f"pruned/{key}"]["path"], dtype=torch.float32)
+            curve = [{"tokens": 0, **{k: res.data[f"pruned/{key}"][k] for k in ("loss", "perplexity")}}]
+            offset = 0
         t_start, c_start = time.perf_counter(), time.process_time()
 
         class Curve(TrainerCallback):
-            def __init__(self, model, points, rkey):
-                self.model, self.points, self.rkey = model, points, rkey
+            def __init__(self, model, points, rkey, offset):
+                self.model, self.points, self.rkey, self.offset = model, points, rkey, offset
                 self.t0, self.c0 = time.perf_counter(), time.process_time()
 
             def on_step_end(self, args, state, control, **kw):
@@ -454,7 +471,7 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
                     del copy
                     self.points.append(
                         {
-                            "tokens": state.global_step * tokens_per_step,
+                            "tokens": self.offset + state.global_step * tokens_per_step,
                             "step": state.global_step,
                             "wall_s": round(time.perf_counter() - self.t0, 1),
                             "cpu_s": round(time.process_time() - self.c0, 1),
@@ -473,6 +490,7 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
             lr=opts.lr,
             warmup=opts.warmup_steps,
             bf16=opts.bf16,
+            data_seed=opts.data_seed,
         )
         trainer = DistillationTrainer(
             model=student,
@@ -480,7 +498,7 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
             args=args,
             train_dataset=ds,
             data_collator=default_data_collator,
-            callbacks=[Curve(student, curve, rkey)],
+            callbacks=[Curve(student, curve, rkey, offset)],
         )
         trainer.train()
         train_s, train_cpu = time.perf_counter() - t_start, time.process_time() - c_start
@@ -494,7 +512,8 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
         steps = trainer.state.global_step
         res[rkey] = {
             "steps": steps,
-            "tokens": steps * tokens_per_step,
+            "tokens": offset + steps * tokens_per_step,
+            "continues": f"distilled{opts.continue_from}/{key}" if opts.continue_from is not None else None,
             "unique_tokens": len(train_blocks) * opts.seq_len,
             "teacher": f"stored top-{opts.offline_top_k}" if opts.offline_top_k else "online",
             "bf16_autocast": opts.bf16,
@@ -578,6 +597,18 @@ def main(argv=None) -> int:
         "--deadline", default=None, help="HH:MM UTC: stop training then (evaluated and saved)"
     )
     parser.add_argument("--tag", default="", help="suffix of the results keys (distilled<tag>/<student>)")
+    parser.add_argument(
+        "--continue-from",
+        default=None,
+        help="tag of an earlier distill run: its saved students go on training (tokens counted on from it)",
+    )
+    parser.add_argument(
+        "--train-max-doc-chars",
+        type=int,
+        default=None,
+        help="training blocks: start of each file only (default: --max-doc-chars; 0: whole files)",
+    )
+    parser.add_argument("--data-seed", type=int, default=0, help="order of the training blocks")
     parser.add_argument("--search-candidates", type=int, default=8)
     parser.add_argument(
         "--search-eval-blocks", type=int, default=16, help="held-out blocks that rank candidates"
@@ -622,7 +653,8 @@ def main(argv=None) -> int:
         stage_torch_pruning(opts, res, target, calibration(opts, tokenizer, calib))
     if "distill" in opts.stages:
         n_train = opts.train_blocks or opts.distill_steps * opts.distill_batch_size
-        train_blocks = blocks_from(train, tokenizer, opts.seq_len, n_train, opts.max_doc_chars)
+        train_chars = opts.max_doc_chars if opts.train_max_doc_chars is None else opts.train_max_doc_chars
+        train_blocks = blocks_from(train, tokenizer, opts.seq_len, n_train, train_chars or None)
         stage_distill(opts, res, eval_blocks, train_blocks, tokenizer)
     if opts.plot:
         plot(res, Path(opts.plot), opts.tag)
