@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from common import batches_for, plain, timed  # noqa: E402
+from common import add_calibration_args, batches_for, plain, timed  # noqa: E402
 
 from hf_minitron import PruningConfig, estimate_importance  # noqa: E402
 from hf_minitron.counting import count_active_parameters, count_parameters  # noqa: E402
@@ -90,10 +90,7 @@ def main(argv=None) -> dict:
     p.add_argument("--vocab", type=int, default=4096)
     p.add_argument("--experts", type=int, default=32)
     p.add_argument("--top-k", type=int, default=4)
-    p.add_argument("--batches", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=2)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--repeats", type=int, default=3)
+    add_calibration_args(p)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from bench_prune_memory import MiB, _reset_peak, _status_kib  # noqa: E402
+from common import MiB, in_fresh_process, reset_peak, status_kib  # noqa: E402
 
 NEMOTRON_H_8B = "M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M*-M-M-M-M-M-"
 NEMOTRON_3_NANO = (
@@ -72,7 +71,7 @@ def child(args) -> dict:
     from hf_minitron.architectures import get_spec
     from hf_minitron.architectures.dimensions import unit_shape
 
-    rss_empty = _status_kib("VmRSS") * 1024
+    rss_empty = status_kib("VmRSS") * 1024
     model_type, values, targets = shape(args.family, args.hidden)
     config = AutoConfig.for_model(model_type, **values)
     start = time.perf_counter()
@@ -98,12 +97,12 @@ def child(args) -> dict:
     scores = ImportanceScores(
         layers=torch.rand(n_layers, generator=g), metadata={"depth_metric": "block_importance"}, **scores
     )
-    rss_before = _status_kib("VmRSS") * 1024
-    reset = _reset_peak()
+    rss_before = status_kib("VmRSS") * 1024
+    reset = reset_peak()
     start = time.perf_counter()
     prune_model(model, target, scores)
     prune_seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM") * 1024
+    peak = status_kib("VmHWM") * 1024
     pruned_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     budget = 1.1 * (original_bytes + pruned_bytes)
     with torch.device("meta"):
@@ -139,15 +138,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        result = child(args)
-    else:  # a fresh process, so that nothing earlier inflates the peak
-        argv = list(argv if argv is not None else sys.argv[1:])
-        out = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True, text=True)
-        if out.returncode:
-            sys.stderr.write(out.stderr)
-            raise SystemExit(out.returncode)
-        result = json.loads(out.stdout)
+    result = child(args) if args.child else in_fresh_process(__file__, argv)
     print(json.dumps(result, indent=2))
     return result
 

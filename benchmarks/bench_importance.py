@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, LlamaConfig  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from common import batches_for, plain, timed  # noqa: E402
+from common import add_calibration_args, batches_for, plain, timed  # noqa: E402
 
 from hf_minitron import PruningConfig, estimate_importance, prune_model  # noqa: E402
 
@@ -149,10 +149,7 @@ def main(argv=None) -> dict:
     p.add_argument("--heads", type=int, default=16)
     p.add_argument("--kv-heads", type=int, default=4)
     p.add_argument("--dtype", default="float32")
-    p.add_argument("--batches", type=int, default=4)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--seq", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=3)
+    add_calibration_args(p, batch_size=4, seq=256)
     p.add_argument("--skip-torch-pruning", action="store_true")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--baseline", help="checkout of an earlier version to time side by side")

@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from common import batches_for, plain, timed  # noqa: E402
+from common import add_calibration_args, batches_for, plain, timed  # noqa: E402
 
 from hf_minitron import PruningConfig, estimate_importance  # noqa: E402
 
@@ -57,10 +57,7 @@ def main() -> None:
     parser.add_argument("--top-k", type=int, default=8)
     parser.add_argument("--expert-width", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=4096)
-    parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--seq", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
+    add_calibration_args(parser, batch_size=4, seq=256)
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", torch.get_num_threads())))
     model = build(args)

@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from bench_prune_memory import MiB, _reset_peak, _status_kib  # noqa: E402
+from common import MiB, reset_peak, status_kib  # noqa: E402
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
 
     from hf_minitron import ImportanceScores, PruningConfig, prune_model
 
-    rss_empty = _status_kib("VmRSS") * 1024
+    rss_empty = status_kib("VmRSS") * 1024
     config = AutoConfig.for_model(
         "qwen3_moe",
         vocab_size=args.vocab,
@@ -75,12 +75,12 @@ def main() -> None:
         layers=torch.rand(args.layers, generator=g),
         metadata={"depth_metric": "block_importance"},
     )
-    rss_before = _status_kib("VmRSS") * 1024
-    reset = _reset_peak()
+    rss_before = status_kib("VmRSS") * 1024
+    reset = reset_peak()
     start = time.perf_counter()
     prune_model(model, target, scores)
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM") * 1024
+    peak = status_kib("VmHWM") * 1024
     pruned = sum(q.numel() * q.element_size() for q in model.parameters())
     goal = 1.1 * (original + pruned)
     print(

@@ -17,28 +17,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
-MiB = 2**20
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import MiB, in_fresh_process, reset_peak, status_kib  # noqa: E402
 
 
 def child(args) -> dict:
@@ -51,7 +34,7 @@ def child(args) -> dict:
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
     from hf_minitron import ImportanceScores, PruningConfig, prune_model
 
-    rss_empty = _status_kib("VmRSS") * 1024
+    rss_empty = status_kib("VmRSS") * 1024
     sizes = dict(
         vocab_size=args.vocab,
         hidden_size=args.hidden,
@@ -90,12 +73,12 @@ def child(args) -> dict:
         heads=torch.rand(args.layers, args.heads, generator=g),
         metadata={"depth_metric": "block_importance"},
     )
-    rss_before = _status_kib("VmRSS") * 1024
-    reset = _reset_peak()
+    rss_before = status_kib("VmRSS") * 1024
+    reset = reset_peak()
     start = time.perf_counter()
     prune_model(model, target, scores)
     prune_seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM") * 1024
+    peak = status_kib("VmHWM") * 1024
     pruned_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     budget = 1.1 * (original_bytes + pruned_bytes)
     return {
@@ -152,15 +135,7 @@ def main(argv=None) -> dict:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        result = child(args)
-    else:  # a fresh process, so that nothing earlier inflates the peak
-        argv = [a for a in (argv if argv is not None else sys.argv[1:])]
-        out = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True, text=True)
-        if out.returncode:
-            sys.stderr.write(out.stderr)
-            raise SystemExit(out.returncode)
-        result = json.loads(out.stdout)
+    result = child(args) if args.child else in_fresh_process(__file__, argv)
     print(json.dumps(result, indent=2))
     return result
 
