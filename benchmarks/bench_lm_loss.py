@@ -11,18 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 
-MiB = 2**20
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import MiB, status_kib  # noqa: E402
 
 
 def child(mode: str, batch: int, seq_len: int, vocab: int) -> dict:
@@ -43,7 +37,7 @@ def child(mode: str, batch: int, seq_len: int, vocab: int) -> dict:
     ids = torch.randint(0, vocab, (batch, seq_len))
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset the peak RSS
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     start = time.perf_counter()
     with torch.no_grad():
         if mode == "full_logits":
@@ -54,7 +48,7 @@ def child(mode: str, batch: int, seq_len: int, vocab: int) -> dict:
             loss = (total / count).item()
     return {
         "loss": round(loss, 5),
-        "peak_mib_above_model": round((_status_kib("VmHWM") - before) * 1024 / MiB),
+        "peak_mib_above_model": round((status_kib("VmHWM") - before) * 1024 / MiB),
         "seconds": round(time.perf_counter() - start, 2),
     }
 
