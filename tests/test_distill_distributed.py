@@ -145,6 +145,10 @@ def test_cli_distill_under_torchrun_saves_on_every_rank(tmp_path, zero3):
     )
     assert not torch.equal(trained["lm_head.weight"], initial["lm_head.weight"])
     assert (out / "README.md").is_file() and not (out / "training_args.bin").exists()
+    n = sum(
+        v.numel() for v in initial.values()
+    )  # the card counts whole models, not one rank's ZeRO-3 partitions
+    assert f"({n:,} of {n:,})" in (out / "README.md").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
     assert json.loads(result.stdout[result.stdout.index("{\n") :])["tokens"] == 2 * 2 * 2 * 32
 
