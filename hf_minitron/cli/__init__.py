@@ -26,14 +26,8 @@ COMMANDS = {
     "teacher-logits": "Run the teacher once and store its top-k next-token log-probs for offline distillation.",
 }
 
-JSON_COMMANDS = {
-    "prune",
-    "distill",
-    "eval",
-    "push",
-    "search",
-    "teacher-logits",
-}  # their stdout is one JSON object
+# their stdout is one JSON object
+JSON_COMMANDS = {"prune", "distill", "eval", "push", "search", "teacher-logits"}
 
 logger = logging.getLogger("hf_minitron")
 
