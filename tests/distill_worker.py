@@ -126,6 +126,24 @@ def offline_run(output_dir, world_size=1, **overrides):
     return trained_weights(trainer)
 
 
+def predict_run(output_dir, world_size=1, **overrides) -> dict:
+    """`predict(..., return_logits=True)` of an untrained width-changed student on 6 ragged rows in global batches of
+    4 (gathered over the processes by the Trainer, in order; the last batch padded with repeats under torchrun): its
+    logits, labels and token-weighted `test_loss`."""
+    from hf_minitron import DistillationTrainer
+
+    teacher, student = teacher_and_student(num_hidden_layers=2, hidden_size=32)
+    args = tiny_args(output_dir, ddp_backend="gloo" if world_size > 1 else None, lm_weight=0.5,
+                     per_device_eval_batch_size=4 // world_size, **{"hidden_state_weight": "auto", "distill_chunk_size": 7, **overrides})  # fmt: skip
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    output = trainer.predict(token_dataset(6, ragged=True), return_logits=True)
+    return {
+        "logits": torch.as_tensor(output.predictions),
+        "labels": torch.as_tensor(output.label_ids),
+        "loss": torch.tensor([output.metrics["test_loss"]]),
+    }
+
+
 def trained_weights(trainer) -> dict:
     """Full (gathered) student weights, the projection included (`distill_projection.*` and `projection.*`)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -229,6 +247,13 @@ def main(out_dir: str, mode: str = "train") -> None:
         unset_hf_deepspeed_config()
         rank_dir = os.path.join(out_dir, f"offline-{os.environ['RANK']}")
         weights.update({f"offline.{k}": v for k, v in offline_run(rank_dir, world, deepspeed=ZERO3).items()})
+    elif mode in (
+        "predict",
+        "zero3-predict",
+    ):  # predict(return_logits=True), under ZeRO-3 with the head partitioned
+        weights = predict_run(
+            out_dir, world_size=world, **({"deepspeed": ZERO3} if mode == "zero3-predict" else {})
+        )
     elif mode == "fsdp2-train":  # the whole DistillationTrainer.train() with an FSDP2 student (and teacher)
         weights = distill_run(out_dir, world_size=world, fsdp2=True, save_to=os.path.join(out_dir, mode))
     elif mode in ("zero3-checkpoint", "zero3-resume"):

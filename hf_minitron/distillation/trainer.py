@@ -211,10 +211,13 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
         input_ids, labels = inputs["input_ids"], inputs.get("labels")
+        student = self.accelerator.unwrap_model(model)
+        training = student.training  # not the wrapper's flag: DeepSpeed's engine.eval() leaves its own True
         mask = target_mask(inputs.get("attention_mask"), labels, input_ids)
+        if not training:  # the repeats that pad the last evaluation batch across processes do not count
+            mask[self._eval_rows_kept(mask.shape[0]) :] = False
         model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
         no_logits = torch.empty(0, dtype=torch.long, device=input_ids.device)
-        student = self.accelerator.unwrap_model(model)
         # Through the (DDP / FSDP / DeepSpeed / PEFT) wrapper, returning hidden states and no logits (logits_to_keep
         # selects none); the mapped layers' post-norm (projected) states are taken inside that forward.
         with self._student_layer_states(student) as s_states:
@@ -231,7 +234,7 @@ class DistillationTrainer(Trainer):
         )
         if self.teacher_model is None:
             stored = [inputs.get(k) for k in TEACHER_KEYS]
-            if stored[0] is None and model.training:
+            if stored[0] is None and training:
                 raise ValueError(
                     f"offline distillation: the training batch has no {TEACHER_KEYS[0]} (stored logits)."
                 )
@@ -280,7 +283,7 @@ class DistillationTrainer(Trainer):
         if self.teacher_model is not None:
             _reshard(teacher)  # an FSDP2 teacher: free its root group's gathered weights until the next step
         count = mask.sum()
-        mode = "train" if model.training else "eval"
+        mode = "train" if training else "eval"
         if mode == "train":
             self.seq_len_seen = input_ids.shape[1]
         if mode == "eval":  # the token-weighted eval_loss (Trainer would average per-batch means per sample)
@@ -292,6 +295,15 @@ class DistillationTrainer(Trainer):
         if args.average_tokens_across_devices and args.world_size > 1 and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         return (loss, outputs) if return_outputs else loss
+
+    def _eval_rows_kept(self, batch_size: int) -> int:
+        """How many leading rows of this process's evaluation batch are data: accelerate completes the last global
+        batch with repeats of the first samples so every process gets a full batch (`gather_for_metrics` keeps the
+        first `remainder` rows of that batch in process order); counting them would weight those samples twice."""
+        state, processes = self.accelerator.gradient_state, self.accelerator.num_processes
+        if processes == 1 or not state.end_of_dataloader or state.remainder <= 0:
+            return batch_size
+        return max(0, min(batch_size, state.remainder - self.accelerator.process_index * batch_size))
 
     def _auto_weight(self, logit_sum: torch.Tensor, hs_sum: torch.Tensor) -> torch.Tensor:
         """L_logits / L_hidden over the global batch: the same ratio on every process as in one process."""
