@@ -231,9 +231,26 @@ def fsdp2_loss_and_gradients(output_dir, wrap_head: bool = False) -> dict:
     return out
 
 
+def gloo_threads() -> list[str]:
+    """Names of this process's gloo threads (Linux), which live as long as a gloo process group object does."""
+    if not os.path.isdir("/proc/self/task"):
+        return []
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return sorted(n for n in names if "gloo" in n)
+
+
 def main(out_dir: str, mode: str = "train") -> None:
     from safetensors.torch import save_file
 
+    from hf_minitron.process_group import end_process_group, import_deepspeed_first
+
+    import_deepspeed_first()  # before the process group, or DeepSpeed keeps it alive into interpreter exit
     world = int(os.environ["WORLD_SIZE"])
     if mode == "train":
         weights = distill_run(out_dir, world_size=world)
@@ -273,11 +290,11 @@ def main(out_dir: str, mode: str = "train") -> None:
         {k: v.contiguous() for k, v in weights.items()},
         os.path.join(out_dir, f"{mode}-rank{os.environ['RANK']}.safetensors"),
     )
-    import torch.distributed as dist
-
-    if dist.is_initialized():  # a group left to the interpreter's exit can abort ("terminate called ...")
-        dist.barrier()
-        dist.destroy_process_group()
+    end_process_group()
+    # A gloo group alive at interpreter exit runs its threads into the teardown, where a worker was seen to abort. With
+    # FSDP2 or ZeRO-3 the sharded models still hold it (device meshes, DeepSpeed's parameter attributes and engines).
+    if mode in ("train", "checkpoint", "resume", "predict"):
+        assert not gloo_threads(), f"the process group outlives end_process_group(): {gloo_threads()}"
 
 
 if __name__ == "__main__":

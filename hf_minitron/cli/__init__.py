@@ -100,12 +100,19 @@ def main(argv: list[str] | None = None) -> int:
         args.config = config
     args._command_line = ["hf-minitron", *argv]  # recorded on model cards (tokens redacted)
     from hf_minitron.cli.common import stdout_for_the_result
+    from hf_minitron.process_group import end_process_group, import_deepspeed_first, under_torchrun
 
     # a command that prints JSON keeps stdout for it alone (libraries' prints go to stderr); quickstart talks to people
     quiet = stdout_for_the_result() if command in JSON_COMMANDS else contextlib.nullcontext()
     try:
         with quiet:
-            return int(args._run(args) or 0)
+            if (
+                under_torchrun()
+            ):  # so that the process group can be freed at the end (see hf_minitron.process_group)
+                import_deepspeed_first()
+            status = int(args._run(args) or 0)
+            end_process_group()  # a group (and its gloo threads) left to interpreter exit can abort the process
+        return status
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"hf-minitron {command}: error: {e}", file=sys.stderr)
         return 2
