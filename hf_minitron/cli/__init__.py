@@ -106,9 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     quiet = stdout_for_the_result() if command in JSON_COMMANDS else contextlib.nullcontext()
     try:
         with quiet:
-            if (
-                under_torchrun()
-            ):  # so that the process group can be freed at the end (see hf_minitron.process_group)
+            # DeepSpeed before the process group, so that the group can be freed at the end (hf_minitron.process_group)
+            if under_torchrun():
                 import_deepspeed_first()
             status = int(args._run(args) or 0)
             end_process_group()  # a group (and its gloo threads) left to interpreter exit can abort the process
