@@ -2,14 +2,18 @@
 
 A gloo process group runs threads (`pt_gloo_runloop`, `gloo_tcp_loop`) until the group object is freed. When it is
 still referenced at interpreter exit they run on into the teardown, where a worker was seen to abort after finishing
-its work ("terminate called without an active exception", exit code -6). Two references kept it alive after
+its work ("terminate called without an active exception", exit code -6). These references kept it alive after
 `destroy_process_group()`:
 
-- DeepSpeed, when installed, is imported by accelerate inside `Trainer` (`extract_model_from_parallel`); imported
-  after the group exists, its `TorchBackend.barrier(group=GroupMember.WORLD)` binds the group as a default argument
-  for good. Imported before, it binds None.
+- Modules whose functions take `group=GroupMember.WORLD` as a default argument bind the live group for good when
+  they are first imported after it exists, as happens in a run: DeepSpeed, when installed (imported by accelerate
+  inside `Trainer`, `extract_model_from_parallel`: `TorchBackend.barrier`), and `torch.distributed.nn` (imported on
+  the FSDP2 path). Imported before, they bind None.
 - DeepSpeed's own module globals (`deepspeed.utils.groups`) once it initialized its communication (ZeRO-3), which
   only `deepspeed.comm.destroy_process_group()` releases.
+
+What a sharded model references (FSDP2 device meshes and hooks, ZeRO-3 parameter attributes and engines) still keeps
+the group until the model is freed.
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ def under_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def import_deepspeed_first() -> None:
-    """Import DeepSpeed, when installed, before the process group exists (accelerate imports it anyway)."""
+def import_before_the_process_group() -> None:
+    """Import the modules that bind the default group as a default argument (see above) before it exists:
+    `torch.distributed.nn`, and DeepSpeed when installed (accelerate imports it in `Trainer` anyway)."""
+    import torch.distributed.nn  # noqa: F401
+
     if "deepspeed" in sys.modules or importlib.util.find_spec("deepspeed") is None:
         return
     try:

@@ -248,9 +248,9 @@ def gloo_threads() -> list[str]:
 def main(out_dir: str, mode: str = "train") -> None:
     from safetensors.torch import save_file
 
-    from hf_minitron.process_group import end_process_group, import_deepspeed_first
+    from hf_minitron.process_group import end_process_group, import_before_the_process_group
 
-    import_deepspeed_first()  # before the process group, or DeepSpeed keeps it alive into interpreter exit
+    import_before_the_process_group()  # else they keep the group alive into interpreter exit
     world = int(os.environ["WORLD_SIZE"])
     if mode == "train":
         weights = distill_run(out_dir, world_size=world)

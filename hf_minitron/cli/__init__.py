@@ -100,15 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         args.config = config
     args._command_line = ["hf-minitron", *argv]  # recorded on model cards (tokens redacted)
     from hf_minitron.cli.common import stdout_for_the_result
-    from hf_minitron.process_group import end_process_group, import_deepspeed_first, under_torchrun
+    from hf_minitron.process_group import end_process_group, import_before_the_process_group, under_torchrun
 
     # a command that prints JSON keeps stdout for it alone (libraries' prints go to stderr); quickstart talks to people
     quiet = stdout_for_the_result() if command in JSON_COMMANDS else contextlib.nullcontext()
     try:
         with quiet:
-            # DeepSpeed before the process group, so that the group can be freed at the end (hf_minitron.process_group)
+            # so that the process group can be freed at the end (see hf_minitron.process_group)
             if under_torchrun():
-                import_deepspeed_first()
+                import_before_the_process_group()
             status = int(args._run(args) or 0)
             end_process_group()  # a group (and its gloo threads) left to interpreter exit can abort the process
         return status
