@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -55,8 +56,20 @@ def pruned_config(model_config, shape: Mapping[str, int | None], kept_layers: Se
 
 
 def _meta_model(config):
-    with torch.device("meta"):
+    """The model `from_config` builds, on the meta device, never inside DeepSpeed's `zero.Init`: while a ZeRO-3
+    `TrainingArguments` is alive (a `--deepspeed` run's model card), `from_config` would partition the meta model and
+    re-initialize its weights by copying out of meta, which fails."""
+    with torch.device("meta"), _outside_zero3_init():
         return get_spec(config).model_class().from_config(config)
+
+
+def _outside_zero3_init():
+    """transformers' "zero.Init is already open" flag, so that `from_config` opens none (a no-op without it)."""
+    try:
+        from transformers.modeling_utils import set_zero3_state
+    except ImportError:  # an older or newer transformers without the flag
+        return contextlib.nullcontext()
+    return set_zero3_state()
 
 
 def count_parameters(

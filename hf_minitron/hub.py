@@ -85,7 +85,8 @@ def architecture_summary(model_or_config: Any) -> dict[str, Any]:
         )
     summary["vocab_size"] = getattr(text, "vocab_size", None)
     if hasattr(model_or_config, "parameters"):
-        summary["parameters"] = sum(p.numel() for p in model_or_config.parameters())
+        # a ZeRO-3 partitioned parameter holds a slice (or nothing) locally; `ds_numel` is its full size
+        summary["parameters"] = sum(getattr(p, "ds_numel", p.numel()) for p in model_or_config.parameters())
         try:  # a mixture-of-experts model: what a token touches, next to what is stored
             from hf_minitron.counting import count_active_parameters, count_parameters
 

@@ -126,6 +126,24 @@ def offline_run(output_dir, world_size=1, **overrides):
     return trained_weights(trainer)
 
 
+def predict_run(output_dir, world_size=1, **overrides) -> dict:
+    """`predict(..., return_logits=True)` of an untrained width-changed student on 6 ragged rows in global batches of
+    4 (gathered over the processes by the Trainer, in order; the last batch padded with repeats under torchrun): its
+    logits, labels and token-weighted `test_loss`."""
+    from hf_minitron import DistillationTrainer
+
+    teacher, student = teacher_and_student(num_hidden_layers=2, hidden_size=32)
+    args = tiny_args(output_dir, ddp_backend="gloo" if world_size > 1 else None, lm_weight=0.5,
+                     per_device_eval_batch_size=4 // world_size, **{"hidden_state_weight": "auto", "distill_chunk_size": 7, **overrides})  # fmt: skip
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args)
+    output = trainer.predict(token_dataset(6, ragged=True), return_logits=True)
+    return {
+        "logits": torch.as_tensor(output.predictions),
+        "labels": torch.as_tensor(output.label_ids),
+        "loss": torch.tensor([output.metrics["test_loss"]]),
+    }
+
+
 def trained_weights(trainer) -> dict:
     """Full (gathered) student weights, the projection included (`distill_projection.*` and `projection.*`)."""
     model = trainer.accelerator.unwrap_model(trainer.model)
@@ -213,9 +231,26 @@ def fsdp2_loss_and_gradients(output_dir, wrap_head: bool = False) -> dict:
     return out
 
 
+def gloo_threads() -> list[str]:
+    """Names of this process's gloo threads (Linux), which live as long as a gloo process group object does."""
+    if not os.path.isdir("/proc/self/task"):
+        return []
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as f:
+                names.append(f.read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    return sorted(n for n in names if "gloo" in n)
+
+
 def main(out_dir: str, mode: str = "train") -> None:
     from safetensors.torch import save_file
 
+    from hf_minitron.process_group import end_process_group, import_before_the_process_group
+
+    import_before_the_process_group()  # else they keep the group alive into interpreter exit
     world = int(os.environ["WORLD_SIZE"])
     if mode == "train":
         weights = distill_run(out_dir, world_size=world)
@@ -229,6 +264,13 @@ def main(out_dir: str, mode: str = "train") -> None:
         unset_hf_deepspeed_config()
         rank_dir = os.path.join(out_dir, f"offline-{os.environ['RANK']}")
         weights.update({f"offline.{k}": v for k, v in offline_run(rank_dir, world, deepspeed=ZERO3).items()})
+    elif mode in (
+        "predict",
+        "zero3-predict",
+    ):  # predict(return_logits=True), under ZeRO-3 with the head partitioned
+        weights = predict_run(
+            out_dir, world_size=world, **({"deepspeed": ZERO3} if mode == "zero3-predict" else {})
+        )
     elif mode == "fsdp2-train":  # the whole DistillationTrainer.train() with an FSDP2 student (and teacher)
         weights = distill_run(out_dir, world_size=world, fsdp2=True, save_to=os.path.join(out_dir, mode))
     elif mode in ("zero3-checkpoint", "zero3-resume"):
@@ -248,11 +290,11 @@ def main(out_dir: str, mode: str = "train") -> None:
         {k: v.contiguous() for k, v in weights.items()},
         os.path.join(out_dir, f"{mode}-rank{os.environ['RANK']}.safetensors"),
     )
-    import torch.distributed as dist
-
-    if dist.is_initialized():  # a group left to the interpreter's exit can abort ("terminate called ...")
-        dist.barrier()
-        dist.destroy_process_group()
+    end_process_group()
+    # A gloo group alive at interpreter exit runs its threads into the teardown, where a worker was seen to abort. With
+    # FSDP2 or ZeRO-3 the sharded models still hold it (device meshes, DeepSpeed's parameter attributes and engines).
+    if mode in ("train", "checkpoint", "resume", "predict"):
+        assert not gloo_threads(), f"the process group outlives end_process_group(): {gloo_threads()}"
 
 
 if __name__ == "__main__":

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -11,6 +15,8 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_minitron.cli import COMMANDS, main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +56,21 @@ def test_prune_card_metadata_and_body(pruned):
     assert "| `hidden_size` | 64 | 48 |" in text and "| `intermediate_size` | 128 | 64 |" in text
     assert "hf-minitron prune" in text and "arXiv:2407.14679" in text and "arXiv:2408.11796" in text
     assert "8 samples of 32 tokens" in text
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed")
+def test_stdout_is_the_json_alone_when_deepspeed_prints(ws, pruned, tmp_path):
+    """DeepSpeed, imported by transformers/accelerate when the model is saved, logs its accelerator choice on the
+    stdout of its first import on a machine without GPU (and its CPU communication op prints there): a command's
+    stdout stays one JSON object that `json.loads` reads, for pipes such as `hf-minitron prune ... | jq`."""
+    env = {k: v for k, v in os.environ.items() if k != "DS_ACCELERATOR"}  # the conftest's silencer off
+    env["PYTHONPATH"] = os.pathsep.join([ROOT, env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "hf_minitron.cli", "prune", str(ws["model"]), "--output", str(tmp_path / "out"),
+           "--importance", str(pruned / "importance.safetensors"), "--intermediate-size", "96"]  # fmt: skip
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout)["after"]["intermediate_size"] == 96
 
 
 def test_prune_reuses_saved_importance_without_calibration(ws, pruned, tmp_path):

@@ -145,8 +145,12 @@ def test_cli_distill_under_torchrun_saves_on_every_rank(tmp_path, zero3):
     )
     assert not torch.equal(trained["lm_head.weight"], initial["lm_head.weight"])
     assert (out / "README.md").is_file() and not (out / "training_args.bin").exists()
+    n = sum(
+        v.numel() for v in initial.values()
+    )  # the card counts whole models, not one rank's ZeRO-3 partitions
+    assert f"({n:,} of {n:,})" in (out / "README.md").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging folder left behind
-    assert json.loads(result.stdout[result.stdout.index("{\n") :])["tokens"] == 2 * 2 * 2 * 32
+    assert json.loads(result.stdout)["tokens"] == 2 * 2 * 2 * 32  # stdout is rank 0's JSON alone
 
 
 @pytest.mark.distributed
@@ -237,3 +241,24 @@ def test_shipped_launch_configs_load_with_accelerate_and_transformers():
     with open(os.path.join(folder, "ds_zero3.json")) as f:
         zero = json.load(f)["zero_optimization"]  # (HfDeepSpeedConfig would switch on zero.Init process-wide)
     assert zero["stage"] == 3 and zero["stage3_gather_16bit_weights_on_model_save"] is True
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+@pytest.mark.parametrize("zero3", [False, pytest.param(True, marks=needs_deepspeed)], ids=["ddp", "zero3"])
+def test_predict_returns_the_logits_and_loss_of_one_process(tmp_path, zero3):
+    """`predict(..., return_logits=True)` on two processes equals one plain process on the same global batches: the
+    logits (under ZeRO-3 every parameter partitioned, the head gathered while they are built chunk by chunk) and the
+    token-weighted `test_loss`, which must not count the repeats that pad the last batch of the second process, nor
+    be mistaken for training under DeepSpeed (whose `engine.eval()` leaves the engine's own `training` flag True)."""
+    from distill_worker import predict_run
+    from safetensors.torch import load_file
+
+    mode = "zero3-predict" if zero3 else "predict"
+    torchrun(tmp_path, mode)
+    rank0, rank1 = (load_file(tmp_path / f"{mode}-rank{r}.safetensors") for r in (0, 1))
+    single = predict_run(tmp_path / "single")
+    assert single["logits"].shape == (6, 16, 128)
+    for key in single:
+        torch.testing.assert_close(rank0[key], rank1[key], rtol=0, atol=0, msg=key)
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-5, atol=1e-5, msg=key)

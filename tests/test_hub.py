@@ -104,8 +104,9 @@ def test_push_dry_run_lists_files_and_touches_no_network(ws, monkeypatch, capsys
     folder = ws["root"] / "model"
     before = {p: (folder / p).read_bytes() for p, _ in list_upload_files(folder)}
     assert main(["push", str(folder), "--repo-id", "me/x", "--dry-run"]) == 0
-    out = capsys.readouterr().out
-    assert "would upload" in out and "model.safetensors" in out
+    printed = capsys.readouterr()
+    assert "would upload" in printed.err  # stdout is the JSON alone
+    assert "model.safetensors" in {f["path"] for f in json.loads(printed.out)["files"]}
     assert hub.commits == [] and hub.repos == []
     assert {p: (folder / p).read_bytes() for p, _ in list_upload_files(folder)} == before  # nothing rewritten
 

@@ -79,9 +79,8 @@ def test_search_cli_writes_ranking_card_and_model(tiny_folder, tmp_path, capsys)
     assert "## Architecture search" in card.text and "| rank |" in card.text
     assert "pruned" in card.data.tags
     assert (out / "pruning_config.json").is_file()
-    lines = capsys.readouterr().out.splitlines()  # the Trainer prints its own summary before ours
-    start = max(i for i, line in enumerate(lines) if line == "{")
-    printed = json.loads("\n".join(lines[start:]))
+    # stdout is our JSON alone: the Trainer's log lines go to stderr
+    printed = json.loads(capsys.readouterr().out)
     assert printed["best"]["name"] == ranking["best"]
 
 

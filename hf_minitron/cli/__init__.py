@@ -8,6 +8,7 @@ break the others and `hf-minitron --help` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import re
@@ -24,6 +25,9 @@ COMMANDS = {
     "search": "Rank candidate architectures for a parameter budget.",
     "teacher-logits": "Run the teacher once and store its top-k next-token log-probs for offline distillation.",
 }
+
+# their stdout is one JSON object
+JSON_COMMANDS = {"prune", "distill", "eval", "push", "search", "teacher-logits"}
 
 logger = logging.getLogger("hf_minitron")
 
@@ -95,8 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)  # flags given on the command line override the recipe
         args.config = config
     args._command_line = ["hf-minitron", *argv]  # recorded on model cards (tokens redacted)
+    from hf_minitron.cli.common import stdout_for_the_result
+    from hf_minitron.process_group import end_process_group, import_before_the_process_group, under_torchrun
+
+    # a command that prints JSON keeps stdout for it alone (libraries' prints go to stderr); quickstart talks to people
+    quiet = stdout_for_the_result() if command in JSON_COMMANDS else contextlib.nullcontext()
     try:
-        return int(args._run(args) or 0)
+        with quiet:
+            # so that the process group can be freed at the end (see hf_minitron.process_group)
+            if under_torchrun():
+                import_before_the_process_group()
+            status = int(args._run(args) or 0)
+            end_process_group()  # a group (and its gloo threads) left to interpreter exit can abort the process
+        return status
     except (ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"hf-minitron {command}: error: {e}", file=sys.stderr)
         return 2

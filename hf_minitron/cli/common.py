@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
-from typing import Any
+import sys
+from typing import Any, TextIO
 
 from hf_minitron.cli.arguments import load_recipe
 
@@ -67,7 +69,26 @@ def cap_seq_len(seq_len: int, model: Any) -> int:
     return seq_len
 
 
+_result_streams: list[TextIO] = []
+
+
+@contextlib.contextmanager
+def stdout_for_the_result():
+    """Inside, everything printed on stdout goes to stderr except `print_json`'s result, so that a command's stdout
+    is exactly its JSON. Libraries print there: DeepSpeed's logger writes to the `sys.stdout` of its first import
+    (a CPU machine's "Setting accelerator to CPU" warning, when transformers or accelerate import it), its CPU
+    communication op prints "built successfully", and the Trainer prints its log dicts."""
+    _result_streams.append(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _result_streams.pop()
+
+
 def print_json(data: Any) -> None:
+    """The command's result on stdout (the real one inside `stdout_for_the_result`)."""
     import json
 
-    print(json.dumps(data, indent=2, sort_keys=True, default=str))
+    stream = _result_streams[-1] if _result_streams else sys.stdout
+    print(json.dumps(data, indent=2, sort_keys=True, default=str), file=stream, flush=True)

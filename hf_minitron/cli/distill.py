@@ -162,12 +162,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(ckpt, ignore_errors=True)
         print_json({"output": str(output), "tokens": tokens, "metrics": record["distillation"]["metrics"],
                     "seconds": round(time.perf_counter() - start, 1)})  # fmt: skip
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():  # left to interpreter exit, gloo can abort the process
-        dist.barrier()
-        dist.destroy_process_group()
-    return 0
+    return 0  # `hf-minitron` then ends the process group (hf_minitron.process_group.end_process_group)
 
 
 def save_on_every_rank(trainer, output: Path, write_rest) -> None:

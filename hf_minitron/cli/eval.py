@@ -48,7 +48,7 @@ def _update_card(folder: Path, data: str, split: str, results: dict) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer
+    from hf_minitron.cli.common import cap_seq_len, load_model_and_tokenizer, print_json
     from hf_minitron.data import iter_texts, load_texts
     from hf_minitron.evaluation import evaluate_perplexity, run_lm_eval
     from hf_minitron.io import atomic_write_text
@@ -87,8 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if eval_args.update_card and folder.is_dir() and eval_args.data:
         split = None if Path(eval_args.data).exists() else eval_args.split
         results["card_updated"] = _update_card(folder, eval_args.data, split, results)
-    text = json.dumps(results, indent=2, sort_keys=True)
     if args.output:
-        atomic_write_text(args.output, text + "\n")
-    print(text)
+        atomic_write_text(args.output, json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print_json(results)
     return 0

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if push.dry_run:
         total = sum(f["size"] for f in result["files"])
         print(
-            f"dry run: would upload {len(result['files'])} files ({total:,} bytes) to {push.repo_id} in one commit"
+            f"dry run: would upload {len(result['files'])} files ({total:,} bytes) to {push.repo_id} in one commit",
+            file=sys.stderr,
         )
     print_json(result)
     return 0

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from collections import defaultdict
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from transformers.utils import logging
 
-from hf_minitron.io import atomic_file, atomic_write_text
-
 from . import modeling as M
 from .arguments import DistillationArguments
-from .chunked import DEFAULT_CHUNK_ELEMENTS, chunked_distillation_loss, chunked_topk_distillation_loss
-from .losses import hidden_state_loss, target_mask
+from .checkpoint import (
+    load_projection,
+    projection_detached,
+    save_projection,
+    write_training_args_json,
+)
+from .chunked import chunked_distillation_loss, chunked_topk_distillation_loss
+from .hidden_states import auto_weight, hidden_state_setup, hidden_state_sum, student_layer_states
+from .losses import target_mask
 from .offline import TEACHER_KEYS, TeacherLogitsDataset
 from .placement import (
-    PROJECTION_MODULE,
     _attach_projection,
     _check_offline,
     _check_peft_student,
@@ -32,12 +34,10 @@ from .placement import (
     _wrap_peft,
     shard_teacher_fsdp2,
 )
+from .prediction import chunked_logits, eval_rows_kept
 from .router import add_router_aux_loss
 
 logger = logging.get_logger(__name__)
-
-PROJECTION_NAME = "distill_projection.safetensors"
-TRAINING_ARGS_JSON = "training_args.json"
 
 
 class DistillationTrainer(Trainer):
@@ -117,7 +117,7 @@ class DistillationTrainer(Trainer):
                         f"only the first {min(s_vocab, t_vocab)} tokens (for a padded vocabulary)."
                     )
                 self.distill_vocab = min(s_vocab, t_vocab)
-            self.layer_pairs, self.teacher_channels, self.projection = self._hidden_state_setup(
+            self.layer_pairs, self.teacher_channels, self.projection = hidden_state_setup(
                 model, teacher_model, args
             )
             M.check_logit_head(model, "student", self.distill_vocab)
@@ -142,29 +142,6 @@ class DistillationTrainer(Trainer):
         self._totals = {"train": defaultdict(float), "eval": defaultdict(float)}
 
     # ---- setup -------------------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _hidden_state_setup(student, teacher, args):
-        """Layer pairs, teacher channels to keep, and the learned projection for the hidden-state loss."""
-        if not args.uses_hidden_states and args.layer_mapping is None:
-            return [], None, None
-        s_layers, t_layers = M.num_layers(student), M.num_layers(teacher)
-        record = getattr(M.base_model(student).config, "minitron", None) or {}
-        from_this_teacher = record.get("source_num_hidden_layers") == t_layers
-        kept_layers = record.get("kept_layers") if from_this_teacher else None
-        mapping = args.layer_mapping or M.default_layer_mapping(s_layers, t_layers, kept_layers)
-        pairs = M.resolve_layer_pairs(mapping, s_layers, t_layers)
-        if not args.uses_hidden_states:
-            logger.warning("layer_mapping is set but hidden_state_weight is 0: the hidden-state loss is off.")
-            return pairs, None, None
-        s_hidden, t_hidden = M.hidden_size(student), M.hidden_size(teacher)
-        if s_hidden == t_hidden:
-            return pairs, None, None
-        kept = record.get("kept_hidden_channels")
-        if kept is not None and len(kept) == s_hidden and record.get("source_hidden_size") == t_hidden:
-            return pairs, torch.tensor(kept, dtype=torch.long), None
-        dtype = next(M.base_model(student).parameters()).dtype
-        return pairs, None, nn.Linear(s_hidden, t_hidden, bias=False, dtype=dtype)
 
     def _prepare_teacher(self, teacher: nn.Module) -> nn.Module:
         """Teacher placement: DeepSpeed inference engine; FSDP2-sharded (or whole on each device, by choice) under
@@ -211,13 +188,18 @@ class DistillationTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
         input_ids, labels = inputs["input_ids"], inputs.get("labels")
+        student = self.accelerator.unwrap_model(model)
+        training = student.training  # not the wrapper's flag: DeepSpeed's engine.eval() leaves its own True
         mask = target_mask(inputs.get("attention_mask"), labels, input_ids)
+        if not training:  # the repeats that pad the last evaluation batch across processes do not count
+            mask[eval_rows_kept(self.accelerator, mask.shape[0]) :] = False
         model_inputs = {k: inputs[k] for k in ("input_ids", "attention_mask", "position_ids") if k in inputs}
         no_logits = torch.empty(0, dtype=torch.long, device=input_ids.device)
-        student = self.accelerator.unwrap_model(model)
         # Through the (DDP / FSDP / DeepSpeed / PEFT) wrapper, returning hidden states and no logits (logits_to_keep
         # selects none); the mapped layers' post-norm (projected) states are taken inside that forward.
-        with self._student_layer_states(student) as s_states:
+        with student_layer_states(
+            student, self.layer_pairs, self.projection, args.uses_hidden_states
+        ) as s_states:
             outputs = model(
                 **model_inputs, output_hidden_states=True, logits_to_keep=no_logits, use_cache=False
             )
@@ -231,7 +213,7 @@ class DistillationTrainer(Trainer):
         )
         if self.teacher_model is None:
             stored = [inputs.get(k) for k in TEACHER_KEYS]
-            if stored[0] is None and model.training:
+            if stored[0] is None and training:
                 raise ValueError(
                     f"offline distillation: the training batch has no {TEACHER_KEYS[0]} (stored logits)."
                 )
@@ -266,9 +248,12 @@ class DistillationTrainer(Trainer):
         if y is not None:
             sums["lm_loss"] = lm_sum
         if args.uses_hidden_states:
-            hs_sum = self._hidden_state_sum(teacher, s_states, t_out.hidden_states, select)
+            pairs, channels = self.layer_pairs, self.teacher_channels
+            hs_sum = hidden_state_sum(
+                teacher, pairs, channels, args.hidden_state_loss, s_states, t_out.hidden_states, select
+            )
             if args.hidden_state_weight == "auto":  # Minitron: L_logits / L_hidden, recomputed every step
-                weight = self._auto_weight(total.detach(), hs_sum.detach())
+                weight = auto_weight(total.detach(), hs_sum.detach(), args.world_size)
             else:
                 weight = args.hidden_state_weight
             total = total + weight * hs_sum
@@ -280,7 +265,7 @@ class DistillationTrainer(Trainer):
         if self.teacher_model is not None:
             _reshard(teacher)  # an FSDP2 teacher: free its root group's gathered weights until the next step
         count = mask.sum()
-        mode = "train" if model.training else "eval"
+        mode = "train" if training else "eval"
         if mode == "train":
             self.seq_len_seen = input_ids.shape[1]
         if mode == "eval":  # the token-weighted eval_loss (Trainer would average per-batch means per sample)
@@ -292,13 +277,6 @@ class DistillationTrainer(Trainer):
         if args.average_tokens_across_devices and args.world_size > 1 and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # DDP averages gradients over processes
         return (loss, outputs) if return_outputs else loss
-
-    def _auto_weight(self, logit_sum: torch.Tensor, hs_sum: torch.Tensor) -> torch.Tensor:
-        """L_logits / L_hidden over the global batch: the same ratio on every process as in one process."""
-        sums = torch.stack([logit_sum.float(), hs_sum.float()])
-        if self.args.world_size > 1 and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(sums)
-        return sums[0] / sums[1] if sums[1] > 0 else sums.new_zeros(())
 
     @torch.no_grad()
     def _teacher_forward(self, teacher: nn.Module, model_inputs: dict, no_logits: torch.Tensor):
@@ -322,57 +300,6 @@ class DistillationTrainer(Trainer):
         finally:
             handle.remove()
         return captured["out"]
-
-    @contextlib.contextmanager
-    def _student_layer_states(self, student: nn.Module):
-        """Collect `{layer: projection(final_norm(layer output))}` for the mapped student layers during forward.
-
-        Forward hooks, so that the final norm and the learned projection (a submodule of the student) run inside the
-        wrapped forward, where DDP, FSDP and DeepSpeed expect parameters to be used.
-        """
-        states: dict[int, torch.Tensor] = {}
-        if not (self.args.uses_hidden_states and self.layer_pairs):
-            yield states
-            return
-        norm, layers = M.final_norm(student), M.decoder_layers(student)
-
-        def hook(layer: int):
-            def collect(module, args, output):
-                out = norm(output[0] if isinstance(output, tuple) else output)
-                if self.projection is not None:
-                    out = self.projection(out.to(self.projection.weight.dtype))
-                states[layer] = out
-
-            return collect
-
-        def expose(module, args, output):
-            # DDP with find_unused_parameters marks every parameter the forward's outputs do not reach as unused (and
-            # then fails when its gradient arrives): return the states in the free `attentions` slot (a field, so
-            # that DDP can rebuild the output type).
-            if output.get("attentions") is None:
-                output["attentions"] = tuple(states[k] for k in sorted(states))
-            return output
-
-        handles = [layers[s].register_forward_hook(hook(s)) for s in sorted({s for s, _ in self.layer_pairs})]
-        handles.append(student.register_forward_hook(expose))
-        try:
-            yield states
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _hidden_state_sum(self, teacher, s_states, t_states, select) -> torch.Tensor:
-        """Hidden-state loss summed over positions, averaged over the layer pairs."""
-        t_norm, t_depth = M.final_norm(teacher), M.num_layers(teacher)
-        total = 0.0
-        for s_layer, t_layer in self.layer_pairs:
-            s = select(s_states[s_layer])
-            with torch.no_grad():
-                t = select(M.layer_states(t_states, t_layer, t_depth, t_norm))
-            if self.teacher_channels is not None:
-                t = t[:, self.teacher_channels.to(t.device)]
-            total = total + hidden_state_loss(self.args.hidden_state_loss, s, t).sum()
-        return total / len(self.layer_pairs)
 
     # ---- logging and evaluation --------------------------------------------------------------------------------
 
@@ -421,13 +348,10 @@ class DistillationTrainer(Trainer):
             loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
             if prediction_loss_only or not getattr(self, "_return_logits", False):
                 return loss.detach(), None, None
-            hidden = outputs.hidden_states[-1]
-            head = M.logit_head(self.accelerator.unwrap_model(model))
-            flat = hidden.reshape(-1, hidden.shape[-1])
-            with head.gathered():  # a ZeRO-3-partitioned head: whole while the logits are built
-                chunk = max(1, DEFAULT_CHUNK_ELEMENTS // head.weight.shape[0])
-                logits = torch.cat([head.logits(flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)])
-        return loss.detach(), logits.view(*hidden.shape[:-1], -1), inputs.get("labels")
+            logits = chunked_logits(
+                M.logit_head(self.accelerator.unwrap_model(model)), outputs.hidden_states[-1]
+            )
+        return loss.detach(), logits, inputs.get("labels")
 
     def evaluation_loop(
         self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
@@ -475,31 +399,16 @@ class DistillationTrainer(Trainer):
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Trainer's save without `training_args.bin`; the arguments go to `training_args.json`, tokens masked and
         absolute paths cut to their last component."""
-        with _no_training_args_pickle(), self._projection_detached():
+        student = self.accelerator.unwrap_model(self.model)
+        loaded_sharded = self.projection is not None and getattr(
+            self, "is_distributed_loading_by_transformers", False
+        )
+        with _no_training_args_pickle(), projection_detached(student, loaded_sharded):
             super()._save(output_dir, state_dict)
         if self.args.should_save:
-            folder = output_dir if output_dir is not None else self.args.output_dir
-            from hf_minitron.hub import (
-                public_text,
-            )  # tokens masked, machine paths cut: the folder is uploaded
-
-            atomic_write_text(
-                os.path.join(folder, TRAINING_ARGS_JSON), public_text(self.args.to_json_string())
+            write_training_args_json(
+                self.args, output_dir if output_dir is not None else self.args.output_dir
             )
-
-    @contextlib.contextmanager
-    def _projection_detached(self):
-        """Without the projection while a student sharded at load time is saved: transformers' (5.24) distributed
-        save wrote it into the checkpoint despite `_keys_to_ignore_on_save`."""
-        base = M.base_model(self.accelerator.unwrap_model(self.model))
-        if self.projection is None or not getattr(self, "is_distributed_loading_by_transformers", False):
-            yield
-            return
-        module = base._modules.pop(PROJECTION_MODULE)
-        try:
-            yield
-        finally:
-            base._modules[PROJECTION_MODULE] = module
 
     def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
         with _no_training_args_pickle():
@@ -512,15 +421,10 @@ class DistillationTrainer(Trainer):
         if self.projection is None or self.is_deepspeed_enabled or self.is_fsdp_enabled:
             return  # DeepSpeed and FSDP checkpoint the whole module, projection included
         if self.args.should_save:
-            folder = os.path.join(
-                self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            state = {k: v.detach().cpu().contiguous() for k, v in self.projection.state_dict().items()}
-            with atomic_file(os.path.join(folder, PROJECTION_NAME)) as tmp:
-                save_file(state, tmp)
+            step = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            save_projection(self.projection, os.path.join(self._get_output_dir(trial=trial), step))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, PROJECTION_NAME)
-        if self.projection is not None and os.path.isfile(path):
-            self.projection.load_state_dict(load_file(path))  # copied onto the projection's device
+        if self.projection is not None:
+            load_projection(self.projection, resume_from_checkpoint)
