@@ -369,8 +369,9 @@ def distill_args(
     warmup: int,
     bf16: bool = False,
     data_seed: int = 0,
+    scheduler: str = "constant_with_warmup",
 ):
-    """DistillationArguments of every run here: CPU, constant LR after warmup, no checkpoints, log every step."""
+    """DistillationArguments of every run here: CPU, no checkpoints, log every step (constant LR by default)."""
     from hf_minitron import DistillationArguments
 
     return DistillationArguments(
@@ -378,7 +379,7 @@ def distill_args(
         max_steps=max_steps,
         per_device_train_batch_size=batch,
         learning_rate=lr,
-        lr_scheduler_type="constant_with_warmup",
+        lr_scheduler_type=scheduler,
         warmup_steps=warmup,
         weight_decay=0.0,
         logging_steps=1,
@@ -491,6 +492,7 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
             warmup=opts.warmup_steps,
             bf16=opts.bf16,
             data_seed=opts.data_seed,
+            scheduler=opts.lr_scheduler,
         )
         trainer = DistillationTrainer(
             model=student,
@@ -521,6 +523,7 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
             "train_cpu_s": round(train_cpu, 1),
             "lr": opts.lr,
             "warmup_steps": opts.warmup_steps,
+            "lr_scheduler": opts.lr_scheduler,
             "batch": opts.distill_batch_size,
             "seq_len": opts.seq_len,
             "curve": curve,
@@ -588,6 +591,9 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-steps", type=int, nargs="*", default=[5, 10])
     parser.add_argument("--lr", type=float, default=3e-5, help="1e-4 was unstable, 3e-4 diverged")
     parser.add_argument("--warmup-steps", type=int, default=0)
+    parser.add_argument(
+        "--lr-scheduler", default="constant_with_warmup", help="a transformers scheduler (linear: decay to 0)"
+    )
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the student (fp32 weights)")
     parser.add_argument("--offline-top-k", type=int, default=0, help="distill from a stored top-k teacher")
     parser.add_argument(
