@@ -108,7 +108,8 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
     source_kinds = spec.layer_kinds(mc)
     kinds = None if source_kinds is None else [source_kinds[i] for i in kept_layers]
     rescale = spec.rescale_norms if config.rescale_norms is None else config.rescale_norms
-    surgeon = Surgeon(model, text_config(mc), spec.norm_weight_offset, rescale)
+    norm_inputs = scores.norm_inputs if scores is not None else None
+    surgeon = Surgeon(model, text_config(mc), spec.norm_weight_offset, rescale, norm_inputs)
 
     kept_channels = None
     with torch.no_grad():
