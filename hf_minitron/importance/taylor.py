@@ -133,9 +133,8 @@ def estimate_taylor_importance(model: nn.Module, batches: Iterable[dict], config
     """
     acc = _TaylorAccumulator(model)
     mask = TokenMask()
-    norm_inputs = NormInputObserver(
-        model, acc.spec, None, mask
-    )  # the same forward: the data-aware gain rescale
+    # each norm's input energy, from the same forward, for the data-aware gain rescale
+    norm_inputs = NormInputObserver(model, acc.spec, None, mask)
     every = list(model.parameters())
     flags = [p.requires_grad for p in every]
     saved_grads = [p.grad for p in every]
