@@ -203,19 +203,21 @@ def test_depth_and_width_use_the_statistics_of_each_kept_source_layer():
             )
 
 
-def test_taylor_and_a_magnitude_forward_record_the_same_statistics():
-    """Taylor's forward records the norm inputs as the activation pass does; magnitude without data has none,
-    and `norm_input_statistics` gives them from one calibration forward."""
+def test_taylor_and_magnitude_with_data_record_the_same_statistics():
+    """Taylor's forward records the norm inputs as the activation pass does; magnitude records them with one
+    forward when it is given data and the norms are rescaled, and has none without data."""
     model = tiny_model("llama")
     batches = random_batches(pad_last=4)
-    width = PruningConfig(hidden_size=40)
     reference = estimate_importance(model, batches, PruningConfig(hidden_size=40, importance="activation"))
     taylor = estimate_importance(model, batches, PruningConfig(hidden_size=40, importance="taylor"))
-    magnitude = estimate_importance(model, None, PruningConfig(hidden_size=40, importance="magnitude"))
-    assert magnitude.norm_inputs == {}
+    magnitude = PruningConfig(hidden_size=40, importance="magnitude")
+    assert estimate_importance(model, None, magnitude).norm_inputs == {}
+    off = PruningConfig(hidden_size=40, importance="magnitude", rescale_norms=False)
+    assert estimate_importance(model, batches, off).norm_inputs == {}  # no forward when nothing uses them
+    with_data = estimate_importance(model, batches, magnitude).norm_inputs  # llama rescales by default
     forward = norm_input_statistics(model, batches, {"channels"})
-    assert set(taylor.norm_inputs) == set(forward) == set(reference.norm_inputs) == set(_hidden_norms(model))
-    for name, value in reference.norm_inputs.items():
-        torch.testing.assert_close(taylor.norm_inputs[name], value, rtol=1e-5, atol=1e-8)
-        torch.testing.assert_close(forward[name], value, rtol=1e-5, atol=1e-8)
-    assert width.rescale_norms is None
+    assert set(reference.norm_inputs) == set(_hidden_norms(model))
+    for stats in (taylor.norm_inputs, with_data, forward):
+        assert set(stats) == set(reference.norm_inputs)
+        for name, value in reference.norm_inputs.items():
+            torch.testing.assert_close(stats[name], value, rtol=1e-5, atol=1e-8)

@@ -41,6 +41,13 @@ def main(argv=None) -> dict:
         "--hidden", type=int, default=None, help="prune the hidden size alone to this (rescale_norms.py)"
     )
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    p.add_argument(
+        "--residual-norms",
+        nargs="*",
+        default=[],
+        help="also a run with the data-aware factor only on these norms (last name part), the fixed one elsewhere",
+    )
+    p.add_argument("--variants", nargs="*", default=["off", "fixed", "data-aware"])
     opts = p.parse_args(argv)
     torch.set_num_threads(opts.threads)
     from transformers import AutoTokenizer
@@ -75,16 +82,23 @@ def main(argv=None) -> dict:
         model = model or load(name, dtype)
         t0 = time.perf_counter()
         scores = estimate_importance(model, None if criterion == "magnitude" else batches, config)
-        if criterion == "magnitude":  # no data in the criterion: the statistics from one calibration forward
-            data = norm_input_statistics(model, batches, requested_axes(model.config, config))
-        else:
-            data, scores.norm_inputs = scores.norm_inputs, {}
-        rows = {"importance_s": round(time.perf_counter() - t0, 1), "norms_with_statistics": len(data)}
+        importance_s = time.perf_counter() - t0
+        axes = requested_axes(model.config, config)
+        # each norm's per-channel input mean square: from the scores' own pass, or one forward for magnitude
+        stats = {"data-aware": scores.norm_inputs or norm_input_statistics(model, batches, axes)}
+        rows = {
+            "importance_s": round(importance_s, 1),
+            "norms_with_statistics": len(stats["data-aware"]),
+        }
         model = None
-        for rescale, norm_inputs in (("off", {}), ("fixed", {}), ("data-aware", data)):
+        if opts.residual_norms:  # norms whose output is added to the residual stream (Gemma's post-norms)
+            stats["residual"] = {
+                k: v for k, v in stats["data-aware"].items() if k.rsplit(".", 1)[-1] in opts.residual_norms
+            }
+        for rescale in [*opts.variants, *(["residual"] if opts.residual_norms else [])]:
             student = load(name, dtype)
-            scores.norm_inputs = norm_inputs
-            pruned = PruningConfig(target_params=target, importance=criterion, rescale_norms=rescale != "off")
+            scores.norm_inputs = stats.get(rescale, {})
+            pruned = PruningConfig(**sizes, importance=criterion, rescale_norms=rescale != "off")
             prune_model(student, pruned, scores)
             c = student.config
             rows["shape"] = {

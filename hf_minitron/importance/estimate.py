@@ -35,7 +35,8 @@ def estimate_importance(
     Args:
         model (`PreTrainedModel`): A supported causal LM, any dtype or device (also dispatched with `device_map`).
         batches (`Iterable[dict]`): Dicts with `input_ids` and optionally `attention_mask` (padding is ignored);
-            may be `None` for `importance="magnitude"`.
+            may be `None` for `importance="magnitude"` (given, one forward records the norm statistics of
+            `ImportanceScores.norm_inputs` when the config rescales norms).
         config (`PruningConfig`, *optional*): What to prune; `None` scores every axis with the default criterion.
 
     Returns:
@@ -59,6 +60,9 @@ def estimate_importance(
         from hf_minitron.importance.magnitude import estimate_magnitude_importance
 
         scores = estimate_magnitude_importance(model, config or PruningConfig())
+        rescale = (config or PruningConfig()).rescale_norms
+        if batches and (get_spec(model).rescale_norms if rescale is None else rescale):
+            scores.norm_inputs = norm_input_statistics(model, batches, axes)  # for the data-aware rescale
     for axis in set(scores.tensors) - axes:  # only what the config asks for
         scores[axis] = None
     routed = {g.name for g in get_spec(model).groups if g.observe.at == "experts" and not g.within} & axes
