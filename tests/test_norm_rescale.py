@@ -221,3 +221,27 @@ def test_taylor_and_magnitude_with_data_record_the_same_statistics():
         assert set(stats) == set(reference.norm_inputs)
         for name, value in reference.norm_inputs.items():
             torch.testing.assert_close(stats[name], value, rtol=1e-5, atol=1e-8)
+
+
+def test_full_width_head_norms_follow_the_energy_of_the_kept_heads():
+    """OLMo 2's q/k norms span every head: cutting KV groups rescales them with the energy of the kept heads'
+    entries in each layer's own q/k projections."""
+    model = tiny_model("olmo2")
+    names = [f"model.layers.{i}.self_attn.{n}" for i in range(4) for n in ("q_norm", "k_norm")]
+    norms = {n: model.get_submodule(n) for n in names}
+    batches = random_batches(pad_last=5)
+    inputs = _captured_inputs(model, norms, batches)
+    old = {n: m.weight.detach().clone() for n, m in norms.items()}
+    target = PruningConfig(num_key_value_heads=2, importance="activation", rescale_norms=True)
+    scores = estimate_importance(model, batches, target)
+    assert set(names) <= set(scores.norm_inputs)
+    prune_model(model, target, scores)
+    for i in range(4):
+        groups = scores.heads[i].reshape(4, 2).sum(1).topk(2).indices.sort().values  # whole KV groups kept
+        heads = torch.cat([torch.arange(2 * g, 2 * g + 2) for g in groups.tolist()])
+        for n, units in (("q_norm", heads), ("k_norm", groups)):
+            name = f"model.layers.{i}.self_attn.{n}"
+            kept = (units.unsqueeze(-1) * 8 + torch.arange(8)).flatten()
+            f = _factor(inputs[name], kept, False)
+            assert abs(f - math.sqrt(2)) > 1e-3
+            torch.testing.assert_close(norms[name].weight.detach(), old[name][kept] * f, rtol=1e-5, atol=1e-6)
