@@ -174,7 +174,7 @@ def test_statistics_survive_save_and_load(tmp_path):
     other = prune_model(tiny_model("gemma3_text"), target, loaded)
     for (name, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
-    # a file without them (0.2's) loads with none: the fixed factor
+    # a file written before the statistics existed loads with none: the fixed factor
     ImportanceScores(channels=scores.channels).save(tmp_path / "old.safetensors")
     assert ImportanceScores.load(tmp_path / "old.safetensors").norm_inputs == {}
 
