@@ -89,7 +89,9 @@ def test_gains_follow_the_energy_each_norm_loses(arch):
     inputs = _captured_inputs(model, norms, batches)
     old = {n: m.weight.detach().clone() for n, m in norms.items()}
     kinds = {n: (_centres(m), _offset(m)) for n, m in norms.items()}
-    target = PruningConfig(hidden_size=40, importance="activation", rescale_norms=True)
+    target = PruningConfig(
+        hidden_size=40, importance="activation", rescale_norms=True, norm_rescale_factor="data"
+    )
     scores = estimate_importance(model, batches, target)
     assert set(scores.norm_inputs) == set(norms)
     prune_model(model, target, scores)
@@ -117,7 +119,9 @@ def test_kept_norm_outputs_are_unchanged_on_a_one_token_calibration(arch):
         before = {n: norms[n](inputs[n]) for n in norms}
     old = {n: m.weight.detach().clone() for n, m in norms.items()}
     offsets = {n: _offset(m) for n, m in norms.items()}
-    target = PruningConfig(hidden_size=40, importance="activation", rescale_norms=True)
+    target = PruningConfig(
+        hidden_size=40, importance="activation", rescale_norms=True, norm_rescale_factor="data"
+    )
     prune_model(model, target, estimate_importance(model, batches, target))
     kept = model.config.minitron["kept_hidden_channels"]
     for name, norm in norms.items():
@@ -137,15 +141,15 @@ def test_channels_without_energy_give_the_fixed_factor():
     """Cutting channels that carry nothing: the data-aware factor is exactly sqrt(old / new), as without data."""
     dead = torch.arange(0, HIDDEN, 4)
     results = []
-    for with_data in (True, False):
+    for factor in ("data", "width"):
         model = tiny_model("llama")
         zero_channels(model, dead)
         old = {n: m.weight.detach().clone() for n, m in _hidden_norms(model).items()}
-        target = PruningConfig(hidden_size=48, importance="activation", rescale_norms=True)
+        target = PruningConfig(
+            hidden_size=48, importance="activation", rescale_norms=True, norm_rescale_factor=factor
+        )
         scores = estimate_importance(model, random_batches(), target)
         assert scores.norm_inputs
-        if not with_data:
-            scores.norm_inputs = {}
         prune_model(model, target, scores)
         kept = model.config.minitron["kept_hidden_channels"]
         assert not set(kept) & set(dead.tolist())
@@ -161,7 +165,9 @@ def test_statistics_survive_save_and_load(tmp_path):
     """The norm statistics are written to the safetensors file and read back; pruning with the loaded scores
     gives the same model."""
     batches = random_batches(pad_last=3)
-    target = PruningConfig(hidden_size=40, importance="activation", rescale_norms=True)
+    target = PruningConfig(
+        hidden_size=40, importance="activation", rescale_norms=True, norm_rescale_factor="data"
+    )
     model = tiny_model("gemma3_text")
     scores = estimate_importance(model, batches, target)
     scores.save(tmp_path / "scores.safetensors")
@@ -174,9 +180,33 @@ def test_statistics_survive_save_and_load(tmp_path):
     other = prune_model(tiny_model("gemma3_text"), target, loaded)
     for (name, a), (_, b) in zip(model.state_dict().items(), other.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
-    # a file written before the statistics existed loads with none: the fixed factor
+    # a file written before the statistics existed loads with none, and the data factor refuses it untouched
     ImportanceScores(channels=scores.channels).save(tmp_path / "old.safetensors")
-    assert ImportanceScores.load(tmp_path / "old.safetensors").norm_inputs == {}
+    old = ImportanceScores.load(tmp_path / "old.safetensors")
+    assert old.norm_inputs == {}
+    fresh = tiny_model("gemma3_text")
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    with pytest.raises(ValueError, match="norm_rescale_factor='data'"):
+        prune_model(fresh, target, old)
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_the_default_width_factor_ignores_the_statistics():
+    """The default stays sqrt(old / new) even when the scores carry norm statistics (it keeps what the linear
+    layers reading a pre-norm see; measured better on real Qwen weights)."""
+    model = tiny_model("llama")
+    old = {n: m.weight.detach().clone() for n, m in _hidden_norms(model).items()}
+    target = PruningConfig(hidden_size=40, importance="activation", rescale_norms=True)
+    assert target.norm_rescale_factor == "width"
+    scores = estimate_importance(model, random_batches(pad_last=3), target)
+    assert scores.norm_inputs
+    prune_model(model, target, scores)
+    kept = model.config.minitron["kept_hidden_channels"]
+    for name, norm in _hidden_norms(model).items():
+        torch.testing.assert_close(
+            norm.weight.detach(), old[name][kept] * math.sqrt(HIDDEN / 40), rtol=1e-6, atol=0
+        )
 
 
 def test_depth_and_width_use_the_statistics_of_each_kept_source_layer():
@@ -187,7 +217,13 @@ def test_depth_and_width_use_the_statistics_of_each_kept_source_layer():
     batches = random_batches(pad_last=5)
     inputs = _captured_inputs(model, norms, batches)
     old = {n: m.weight.detach().clone() for n, m in norms.items()}
-    target = PruningConfig(hidden_size=40, layers_to_drop=[1], importance="activation", rescale_norms=True)
+    target = PruningConfig(
+        hidden_size=40,
+        layers_to_drop=[1],
+        importance="activation",
+        rescale_norms=True,
+        norm_rescale_factor="data",
+    )
     prune_model(model, target, estimate_importance(model, batches, target))
     kept = model.config.minitron["kept_hidden_channels"]
     assert model.config.minitron["kept_layers"] == [0, 2, 3]
@@ -205,16 +241,16 @@ def test_depth_and_width_use_the_statistics_of_each_kept_source_layer():
 
 def test_taylor_and_magnitude_with_data_record_the_same_statistics():
     """Taylor's forward records the norm inputs as the activation pass does; magnitude records them with one
-    forward when it is given data and the norms are rescaled, and has none without data."""
+    forward when it is given data and the data factor is asked for, and has none without data."""
     model = tiny_model("llama")
     batches = random_batches(pad_last=4)
     reference = estimate_importance(model, batches, PruningConfig(hidden_size=40, importance="activation"))
     taylor = estimate_importance(model, batches, PruningConfig(hidden_size=40, importance="taylor"))
-    magnitude = PruningConfig(hidden_size=40, importance="magnitude")
+    magnitude = PruningConfig(hidden_size=40, importance="magnitude", norm_rescale_factor="data")
     assert estimate_importance(model, None, magnitude).norm_inputs == {}
-    off = PruningConfig(hidden_size=40, importance="magnitude", rescale_norms=False)
-    assert estimate_importance(model, batches, off).norm_inputs == {}  # no forward when nothing uses them
-    with_data = estimate_importance(model, batches, magnitude).norm_inputs  # llama rescales by default
+    width = PruningConfig(hidden_size=40, importance="magnitude")
+    assert estimate_importance(model, batches, width).norm_inputs == {}  # no forward when nothing uses them
+    with_data = estimate_importance(model, batches, magnitude).norm_inputs
     forward = norm_input_statistics(model, batches, {"channels"})
     assert set(reference.norm_inputs) == set(_hidden_norms(model))
     for stats in (taylor.norm_inputs, with_data, forward):
@@ -232,7 +268,9 @@ def test_full_width_head_norms_follow_the_energy_of_the_kept_heads():
     batches = random_batches(pad_last=5)
     inputs = _captured_inputs(model, norms, batches)
     old = {n: m.weight.detach().clone() for n, m in norms.items()}
-    target = PruningConfig(num_key_value_heads=2, importance="activation", rescale_norms=True)
+    target = PruningConfig(
+        num_key_value_heads=2, importance="activation", rescale_norms=True, norm_rescale_factor="data"
+    )
     scores = estimate_importance(model, batches, target)
     assert set(names) <= set(scores.norm_inputs)
     prune_model(model, target, scores)

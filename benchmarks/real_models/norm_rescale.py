@@ -78,7 +78,7 @@ def main(argv=None) -> dict:
     }
     log("unpruned", out["unpruned"])
     for criterion in opts.criteria:
-        config = PruningConfig(**sizes, importance=criterion)
+        config = PruningConfig(**sizes, importance=criterion, norm_rescale_factor="data")
         model = model or load(name, dtype)
         t0 = time.perf_counter()
         scores = estimate_importance(model, None if criterion == "magnitude" else batches, config)
@@ -98,7 +98,12 @@ def main(argv=None) -> dict:
         for rescale in [*opts.variants, *(["residual"] if opts.residual_norms else [])]:
             student = load(name, dtype)
             scores.norm_inputs = stats.get(rescale, {})
-            pruned = PruningConfig(**sizes, importance=criterion, rescale_norms=rescale != "off")
+            pruned = PruningConfig(
+                **sizes,
+                importance=criterion,
+                rescale_norms=rescale != "off",
+                norm_rescale_factor="width" if rescale in ("off", "fixed") else "data",
+            )
             prune_model(student, pruned, scores)
             c = student.config
             rows["shape"] = {

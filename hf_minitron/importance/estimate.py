@@ -60,8 +60,7 @@ def estimate_importance(
         from hf_minitron.importance.magnitude import estimate_magnitude_importance
 
         scores = estimate_magnitude_importance(model, config or PruningConfig())
-        rescale = (config or PruningConfig()).rescale_norms
-        if batches and (get_spec(model).rescale_norms if rescale is None else rescale):
+        if batches and (config or PruningConfig()).norm_rescale_factor == "data":
             scores.norm_inputs = norm_input_statistics(model, batches, axes)  # for the data-aware rescale
     for axis in set(scores.tensors) - axes:  # only what the config asks for
         scores[axis] = None
