@@ -54,7 +54,7 @@ class ArchitectureSpec:
             describe which kept layer is which kind when the family derives it from the index (Qwen-MoE's
             `decoder_sparse_step`), written with the pruned sizes.
         rescale_norms (`bool`): The default of `PruningConfig.rescale_norms` for this family (measured on real
-            checkpoints: on for Qwen2.5, off for Gemma 3).
+            checkpoints, with the fixed and the data-aware factor: on for Qwen2.5, off for Gemma 3).
         auto_class (`str`): The transformers Auto class that loads the whole checkpoint.
         layer_kind_key (`str`, *optional*): A hybrid model's config pattern of layer kinds (a list with one entry
             per layer, or a string with one character per layer); groups and slices with `layer_kinds` apply only

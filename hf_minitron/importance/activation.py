@@ -19,6 +19,7 @@ from hf_minitron.importance.hooks import (
     main_output,
     per_sample,
 )
+from hf_minitron.importance.norms import NormInputObserver
 
 
 class ActivationObserver:
@@ -76,6 +77,7 @@ class ActivationObserver:
                 self._stats[group.name].append(stats)
                 self._plan += [(m, s, rows, at) for m, s in zip(modules, stats)]
         self.blocks = [TokenMean() for _ in range(len(layers))] if "layers" in names else []
+        self.norm_inputs = NormInputObserver(model, spec, names, self.mask)  # for the data-aware gain rescale
         self._block_inputs: dict[int, torch.Tensor] = {}
 
     def _expert_stat(self, module: nn.Module) -> ExpertStatistic:
@@ -91,7 +93,12 @@ class ActivationObserver:
         return mask if mask.numel() == n else torch.ones(n, device=device)
 
     def statistics(self) -> list:
-        return [s for _, s, _, _ in self._plan] + list(self._experts.values()) + self.blocks
+        return (
+            [s for _, s, _, _ in self._plan]
+            + list(self._experts.values())
+            + self.blocks
+            + self.norm_inputs.statistics()
+        )
 
     # ------------------------------------------------------------------ hooks
     def _observe(self, stat: SampleStatistic, x: torch.Tensor, rows: int) -> None:
@@ -124,6 +131,7 @@ class ActivationObserver:
         return hook
 
     def register(self, hooks: HookSet) -> None:
+        self.norm_inputs.register(hooks)
         for module, stat in self._experts.items():
             hooks.patch(module, observed_experts_forward(module, stat, self._mask_of))
         for module, stat, rows, at in self._plan:

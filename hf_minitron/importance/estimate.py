@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from hf_minitron.architectures import get_spec
 from hf_minitron.config import PruningConfig
 from hf_minitron.importance.activation import ActivationObserver
-from hf_minitron.importance.hooks import HookSet, all_reduce_statistics, skip_layers
+from hf_minitron.importance.hooks import HookSet, TokenMask, all_reduce_statistics, skip_layers
+from hf_minitron.importance.norms import NormInputObserver
 from hf_minitron.importance.scores import ImportanceScores
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
@@ -34,7 +35,8 @@ def estimate_importance(
     Args:
         model (`PreTrainedModel`): A supported causal LM, any dtype or device (also dispatched with `device_map`).
         batches (`Iterable[dict]`): Dicts with `input_ids` and optionally `attention_mask` (padding is ignored);
-            may be `None` for `importance="magnitude"`.
+            may be `None` for `importance="magnitude"` (given, one forward records the norm statistics of
+            `ImportanceScores.norm_inputs` when the config rescales norms).
         config (`PruningConfig`, *optional*): What to prune; `None` scores every axis with the default criterion.
 
     Returns:
@@ -58,6 +60,8 @@ def estimate_importance(
         from hf_minitron.importance.magnitude import estimate_magnitude_importance
 
         scores = estimate_magnitude_importance(model, config or PruningConfig())
+        if batches and (config or PruningConfig()).norm_rescale_factor == "data":
+            scores.norm_inputs = norm_input_statistics(model, batches, axes)  # for the data-aware rescale
     for axis in set(scores.tensors) - axes:  # only what the config asks for
         scores[axis] = None
     routed = {g.name for g in get_spec(model).groups if g.observe.at == "experts" and not g.within} & axes
@@ -112,6 +116,7 @@ def _activation_importance(model: nn.Module, batches, config: PruningConfig | No
         config.expert_importance,
     )
     results: dict[str, torch.Tensor] = {}
+    norm_inputs: dict[str, torch.Tensor] = {}
     with _eval_no_grad(model):
         if observer.statistics():
             with HookSet() as hooks:
@@ -119,6 +124,7 @@ def _activation_importance(model: nn.Module, batches, config: PruningConfig | No
                 n_samples = _forward(model, batches, observer, desc="importance")
             all_reduce_statistics(observer.statistics())
             results = observer.results(config.batch_aggregation)
+            norm_inputs = observer.norm_inputs.results()
         if loss_metric:
             block = 1
             if config.depth_metric == "contiguous":
@@ -126,7 +132,22 @@ def _activation_importance(model: nn.Module, batches, config: PruningConfig | No
                 metadata["contiguous_block"] = block
             results["layers"], n_samples = _loss_depth_scores(model, spec.layers(model), batches, block)
     metadata["num_samples"] = n_samples
-    return ImportanceScores(**results, metadata=metadata)
+    scores = ImportanceScores(**results, metadata=metadata)
+    scores.norm_inputs = norm_inputs
+    return scores
+
+
+def norm_input_statistics(
+    model: nn.Module, batches, names: set[str] | None = None
+) -> dict[str, torch.Tensor]:
+    """The per-channel input mean square of the norms of groups `names` (`None`: all) from one hooked no-grad
+    pass, as `ImportanceScores.norm_inputs` holds them (for scores computed without data, like magnitude)."""
+    observer = NormInputObserver(model, get_spec(model), names, TokenMask())
+    with _eval_no_grad(model), HookSet() as hooks:
+        observer.register(hooks)
+        _forward(model, batches, observer, desc="norm inputs")
+    all_reduce_statistics(observer.statistics())
+    return observer.results()
 
 
 def _routed_scores(

@@ -11,6 +11,8 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from hf_minitron.io import atomic_file
 
+_NORM_PREFIX = "norm_inputs/"  # file keys of `ImportanceScores.norm_inputs`
+
 
 class ImportanceScores:
     """
@@ -22,13 +24,25 @@ class ImportanceScores:
             (`neurons`: MLP neurons, `heads`: query heads, `experts`), `[num_layers, blocks, units]` for units
             ranked within blocks (`expert_neurons`: `[layers, experts, width]`), `[units]` for model-wide ones
             (`channels`), and `layers`: `[num_layers]`. Read them as attributes (`scores.neurons`) or with `scores.get(name)`.
+
+    Attributes:
+        norm_inputs (`dict[str, torch.Tensor]`): Per-channel mean square of the input of every norm whose statistic
+            spans a scored dim, over the non-padded calibration tokens (centered on each token's mean for a
+            LayerNorm), keyed by the norm's module path in the scored model; empty for magnitude scores. Pruning
+            uses them to rescale the kept gains by the energy the norm really loses.
     """
 
     def __init__(self, metadata: dict[str, Any] | None = None, **tensors: torch.Tensor | None):
         self.metadata = dict(metadata or {})
         self.tensors: dict[str, torch.Tensor] = {}
+        self.norm_inputs: dict[str, torch.Tensor] = {}
         for name, value in tensors.items():
-            self[name] = value
+            if name.startswith(_NORM_PREFIX):  # as `save` writes them
+                self.norm_inputs[name[len(_NORM_PREFIX) :]] = value.detach().to(
+                    device="cpu", dtype=torch.float32
+                )
+            else:
+                self[name] = value
 
     def __setitem__(self, name: str, value: torch.Tensor | None) -> None:
         if value is None:
@@ -37,7 +51,7 @@ class ImportanceScores:
             self.tensors[name] = value.detach().to(device="cpu", dtype=torch.float32)
 
     def __setattr__(self, name: str, value) -> None:
-        if name in ("metadata", "tensors"):
+        if name in ("metadata", "tensors", "norm_inputs"):
             object.__setattr__(self, name, value)
         else:
             self[name] = value
@@ -53,11 +67,12 @@ class ImportanceScores:
 
     def __repr__(self) -> str:
         shapes = {k: tuple(v.shape) for k, v in self.tensors.items()}
-        return f"ImportanceScores({shapes}, metadata={self.metadata})"
+        return f"ImportanceScores({shapes}, norm_inputs={len(self.norm_inputs)}, metadata={self.metadata})"
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the tensors to a safetensors file, keyed by group name, with `metadata` (JSON) in its header."""
         tensors = {n: t.contiguous() for n, t in self.tensors.items()}
+        tensors.update({_NORM_PREFIX + p: t.contiguous() for p, t in self.norm_inputs.items()})
         if os.path.dirname(os.fspath(path)):
             os.makedirs(os.path.dirname(os.fspath(path)), exist_ok=True)
         with atomic_file(path) as tmp:

@@ -11,7 +11,8 @@ from tqdm.auto import tqdm
 from hf_minitron.architectures import get_spec
 from hf_minitron.architectures.dimensions import applies, expand, index_counts, per_unit, to_units, unit_shape
 from hf_minitron.architectures.spec import text_config
-from hf_minitron.importance.hooks import all_reduce_sum
+from hf_minitron.importance.hooks import HookSet, TokenMask, all_reduce_statistics, all_reduce_sum
+from hf_minitron.importance.norms import NormInputObserver
 from hf_minitron.importance.scores import ImportanceScores
 
 # A reducer folds the elementwise |w * g| of one parameter (on its device) into the CPU scores.
@@ -131,6 +132,9 @@ def estimate_taylor_importance(model: nn.Module, batches: Iterable[dict], config
         config (`PruningConfig`, *optional*): Only recorded in the metadata.
     """
     acc = _TaylorAccumulator(model)
+    mask = TokenMask()
+    # each norm's input energy, from the same forward, for the data-aware gain rescale
+    norm_inputs = NormInputObserver(model, acc.spec, None, mask)
     every = list(model.parameters())
     flags = [p.requires_grad for p in every]
     saved_grads = [p.grad for p in every]
@@ -148,8 +152,11 @@ def estimate_taylor_importance(model: nn.Module, batches: Iterable[dict], config
         for batch in tqdm(batches, desc="taylor importance", leave=False):
             inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask") if k in batch}
             labels = _labels(batch).to(device)
-            with torch.enable_grad():
+            mask.set(inputs.get("attention_mask", torch.ones_like(inputs["input_ids"])))
+            with torch.enable_grad(), HookSet() as hooks:
+                norm_inputs.register(hooks)
                 loss = model(**inputs, labels=labels, use_cache=False).loss
+            with torch.enable_grad():
                 loss.backward()
             num_samples += int(labels.shape[0])
             num_tokens += int((labels != -100).sum())
@@ -162,9 +169,11 @@ def estimate_taylor_importance(model: nn.Module, batches: Iterable[dict], config
         model.train(was_training)
     # under torch.distributed every rank scores its own batches: sum, so all ranks get the same scores
     names = list(acc.scores)
+    norm_stats = [s for s in norm_inputs.statistics() if s.total is not None]
     *summed, layer_scores, counts = all_reduce_sum(
         [*acc.scores.values(), acc.layer_scores, torch.tensor([num_samples, num_tokens])]
     )
+    all_reduce_statistics(norm_stats)
     num_samples, num_tokens = (int(c) for c in counts)
     if num_samples == 0:
         raise ValueError("batches is empty: Taylor importance needs at least one calibration batch")
@@ -176,4 +185,6 @@ def estimate_taylor_importance(model: nn.Module, batches: Iterable[dict], config
         "depth_metric": "taylor",
         **acc.shape,
     }
-    return ImportanceScores(metadata=metadata, layers=layer_scores, **dict(zip(names, summed)))
+    scores = ImportanceScores(metadata=metadata, layers=layer_scores, **dict(zip(names, summed)))
+    scores.norm_inputs = norm_inputs.results()
+    return scores

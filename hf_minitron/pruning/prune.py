@@ -108,7 +108,15 @@ def prune_model(model: nn.Module, config: PruningConfig, scores: ImportanceScore
     source_kinds = spec.layer_kinds(mc)
     kinds = None if source_kinds is None else [source_kinds[i] for i in kept_layers]
     rescale = spec.rescale_norms if config.rescale_norms is None else config.rescale_norms
-    surgeon = Surgeon(model, text_config(mc), spec.norm_weight_offset, rescale)
+    norm_inputs = None
+    if rescale and config.norm_rescale_factor == "data":
+        norm_inputs = scores.norm_inputs if scores is not None else None
+        if not norm_inputs:
+            raise ValueError(
+                "norm_rescale_factor='data' needs scores with norm statistics (ImportanceScores.norm_inputs, "
+                "recorded by estimate_importance with calibration batches); allowed without them: 'width'"
+            )
+    surgeon = Surgeon(model, text_config(mc), spec.norm_weight_offset, rescale, norm_inputs)
 
     kept_channels = None
     with torch.no_grad():

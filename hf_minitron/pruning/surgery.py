@@ -22,13 +22,27 @@ class Surgeon:
     """Replaces parameters by their kept entries (dtype, device, requires_grad kept); a parameter shared by
     several modules (a tied LM head) is cut once and stays shared."""
 
-    def __init__(self, model: nn.Module, config, norm_weight_offset: float, rescale_norms: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        config,
+        norm_weight_offset: float,
+        rescale_norms: bool = False,
+        norm_inputs: dict[str, torch.Tensor] | None = None,
+    ):
         counts = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
         self._shared = {i for i, n in counts.items() if n > 1}
         self._cut: dict[int, tuple[nn.Parameter, nn.Parameter]] = {}
         self.config = config
         self.offset = norm_weight_offset
         self.rescale_norms = rescale_norms
+        # resolved to modules before any layer is dropped: the paths carry the layer indices of the scored model
+        self._energy: dict[nn.Module, torch.Tensor] = {}
+        for path, energy in (norm_inputs or {}).items():
+            try:
+                self._energy[model.get_submodule(path)] = energy
+            except AttributeError:
+                continue  # scores of a wider model part (checked against the shapes elsewhere)
 
     def cut(self, root: nn.Module, s: TensorSlice, path: str, kept: dict, counts: dict) -> None:
         """Keep the entries of `kept` units along `s.dim` of the parameter at `path` under `root`."""
@@ -63,16 +77,34 @@ class Surgeon:
         else:
             value = old.detach().index_select(s.dim, index)
         if s.rms_width and self.rescale_norms:  # the statistic spans fewer entries: keep the kept outputs
-            old_width, new_width = old.shape[s.dim], value.shape[s.dim]
-            if s.rms_width == "kv":  # per group (Mamba-2's gated norm): whole groups may go too
-                old_width, new_width = old_width / counts["kv"], new_width / len(kept["kv"])
-            factor = math.sqrt(old_width / new_width)
+            factor = self._norm_factor(s, owner, old.shape[s.dim], value.shape[s.dim], index, kept, counts)
             value = ((self.offset + value.float()) * factor - self.offset).to(value.dtype)
         # a buffer (a router's score-correction bias) stays a buffer
         new = nn.Parameter(value, requires_grad=old.requires_grad) if isinstance(old, nn.Parameter) else value
         setattr(owner, name, new)
         if id(old) in self._shared:
             self._cut[id(old)] = (old, new)
+
+    def _norm_factor(
+        self, s: TensorSlice, norm: nn.Module, old_width, new_width, index, kept, counts
+    ) -> float:
+        """rms_new / rms_old of a norm's statistic: from the per-channel input energy of the calibration data
+        when the scores carry it (sqrt((E_kept / new) / (E_all / old))), else sqrt(old / new), which assumes the
+        cut entries carried nothing."""
+        energy = self._energy.get(norm) if s.rms_width is True else None
+        if energy is not None and index.dim() == 1:
+            if energy.numel() != old_width:
+                raise ValueError(
+                    f"norm_inputs of {type(norm).__name__} has {energy.numel()} channels but its weight has "
+                    f"{old_width}: allowed ImportanceScores computed for this model"
+                )
+            e = energy.double()
+            kept_mean, all_mean = float(e[index.cpu()].mean()), float(e.mean())
+            if kept_mean > 0 and all_mean > 0:  # dead kept channels: nothing to match, the fixed factor
+                return math.sqrt(kept_mean / all_mean)
+        if s.rms_width == "kv":  # per group (Mamba-2's gated norm): whole groups may go too
+            old_width, new_width = old_width / counts["kv"], new_width / len(kept["kv"])
+        return math.sqrt(old_width / new_width)
 
 
 def cut_group(
