@@ -28,7 +28,7 @@ import torch  # noqa: E402
 from transformers import AutoConfig, AutoModelForCausalLM  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from common import add_calibration_args, batches_for, plain, timed  # noqa: E402
+from common import add_calibration_args, batches_for, interleaved, plain  # noqa: E402
 
 from hf_minitron import PruningConfig, estimate_importance  # noqa: E402
 from hf_minitron.counting import count_active_parameters, count_parameters  # noqa: E402
@@ -112,15 +112,7 @@ def main(argv=None) -> dict:
         "plain_full_logits": lambda: plain(model, batches),
         "importance": lambda: estimate_importance(model, batches, target),
     }
-    for fn in runs.values():  # warm-up (lazy initialisation, allocator)
-        fn()
-    times = {k: [] for k in runs}
-    cpu = {k: [] for k in runs}
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            wall, used = timed(fn)
-            times[name].append(wall)
-            cpu[name].append(used)
+    times, cpu = interleaved(runs, args.repeats)
     ratios = [i / t for i, t in zip(times["importance"], times["plain_trunk"])]
     cpu_ratios = [i / t for i, t in zip(cpu["importance"], cpu["plain_trunk"])]
     scores = estimate_importance(model, batches[:1], target)

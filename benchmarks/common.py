@@ -40,6 +40,21 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - start, time.process_time() - cpu
 
 
+def interleaved(runs: dict, repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and CPU seconds of each run, `repeats` times in turn after one warm-up each, so that load drifts
+    hit every run alike."""
+    for fn in runs.values():  # warm-up (lazy initialisation, allocator)
+        fn()
+    times = {k: [] for k in runs}
+    cpu = {k: [] for k in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            wall, used = timed(fn)
+            times[name].append(wall)
+            cpu[name].append(used)
+    return times, cpu
+
+
 def plain(model, batches, **kw) -> None:
     """The reference: a no-grad forward over the same batches."""
     with torch.no_grad():
