@@ -12,7 +12,9 @@ perplexity on the same token blocks. Stages (each result is saved to <workdir>/r
              with a time limit; the reason is recorded when it gives no loadable model
   search     search_architectures on the real model, ranked right after pruning (no retraining per candidate)
   distill    DistillationTrainer from the 1.5B on the training split, held-out perplexity vs tokens seen
-             (`--bf16` autocast, `--offline-top-k` stored teacher, `--deadline HH:MM` UTC stop, `--tag` results key)
+             (`--bf16` autocast, `--offline-top-k` stored teacher, `--deadline HH:MM` UTC stop, `--tag` results key,
+             `--continue-from` a later leg, `--train-units functions` documented functions as training documents,
+             `--generate-at-eval` the code prompts completed and tested at each evaluation)
 Prints the results as JSON on stdout; progress goes to stderr.
 """
 
@@ -68,6 +70,31 @@ def split_documents(docs, seed: int = 0, heldout: float = 0.05, calibration: flo
     n_h, n_c = max(1, int(len(docs) * heldout)), max(1, int(len(docs) * calibration))
     pick = lambda idx: [docs[i] for i in idx]  # noqa: E731
     return pick(order[:n_h]), pick(order[n_h : n_h + n_c]), pick(order[n_h + n_c :])
+
+
+def function_units(docs, seed: int = 0, max_chars: int = 1500) -> list[tuple[str, str]]:
+    """Every module- and class-level function with a docstring in the standard-library documents, dedented, as
+    its own document (shuffled): the shape of the code prompts, which the starts of files mostly lack."""
+    import ast
+    import textwrap
+
+    units = []
+    for name, text in docs:
+        if not name.startswith("stdlib/"):
+            continue
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        scopes = [tree] + [n for n in tree.body if isinstance(n, ast.ClassDef)]
+        for scope in scopes:
+            for node in scope.body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and ast.get_docstring(node):
+                    src = ast.get_source_segment(text, node, padded=True)
+                    if src and len(src) <= max_chars:
+                        units.append((f"{name}:{node.name}", textwrap.dedent(src)))
+    random.Random(seed).shuffle(units)
+    return units
 
 
 def blocks_from(docs, tokenizer, seq_len: int, n_blocks: int, max_chars: int | None = None) -> torch.Tensor:
@@ -437,11 +464,17 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
         teacher = None
     tokens_per_step = opts.distill_batch_size * opts.seq_len
     eval_at = set(opts.eval_steps)
+    prompts = []
+    if opts.generate_at_eval:
+        from generate import PROMPTS, SIMPLE_PROMPTS, check, complete
+
+        prompts = PROMPTS + SIMPLE_PROMPTS
     deadline = None
     if opts.deadline:
         hour, minute = map(int, opts.deadline.split(":"))
         now = datetime.datetime.now(datetime.timezone.utc)
-        deadline = now.replace(hour=hour, minute=minute, second=0, microsecond=0).timestamp()
+        stop = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+        deadline = (stop + datetime.timedelta(days=1) if stop < now else stop).timestamp()  # past midnight
     for key in opts.distill:
         rkey = f"distilled{opts.tag}/{key}"
         if rkey in res:
@@ -462,14 +495,24 @@ def stage_distill(opts, res, eval_blocks, train_blocks, tokenizer):
             def __init__(self, model, points, rkey, offset):
                 self.model, self.points, self.rkey, self.offset = model, points, rkey, offset
                 self.t0, self.c0 = time.perf_counter(), time.process_time()
+                self.copy = None  # one bf16 copy, refilled at each evaluation (a deepcopy each time grew RSS)
 
             def on_step_end(self, args, state, control, **kw):
                 late = deadline is not None and time.time() > deadline
                 if state.global_step in eval_at or late or state.global_step == state.max_steps:
                     # evaluated in bf16 like every other row (and the saved student): a copy, training stays fp32
-                    copy = copy_module.deepcopy(self.model).to(torch.bfloat16).eval()
-                    point = heldout_ppl(copy, eval_blocks, opts.eval_batch_size)
-                    del copy
+                    if self.copy is None:
+                        self.copy = copy_module.deepcopy(self.model).to(torch.bfloat16).eval()
+                    else:
+                        self.copy.load_state_dict(self.model.state_dict())
+                    point = heldout_ppl(self.copy, eval_blocks, opts.eval_batch_size)
+                    if prompts:
+                        t_gen = time.perf_counter()
+                        point["completions"] = complete(self.copy, tokenizer, prompts, max_new_tokens=96)
+                        point["generate_s"] = round(time.perf_counter() - t_gen, 1)
+                        for c in point["completions"]:  # runs the model's code: see generate.py
+                            c.update(check(c["prompt"], c["completion"]))
+                        point["passed"] = sum(c["passed"] for c in point["completions"])
                     self.points.append(
                         {
                             "tokens": self.offset + state.global_step * tokens_per_step,
@@ -615,6 +658,18 @@ def main(argv=None) -> int:
         help="training blocks: start of each file only (default: --max-doc-chars; 0: whole files)",
     )
     parser.add_argument("--data-seed", type=int, default=0, help="order of the training blocks")
+    parser.add_argument(
+        "--train-units",
+        choices=["files", "functions"],
+        default="files",
+        help="training documents: whole files (cut at --train-max-doc-chars) or each documented function",
+    )
+    parser.add_argument(
+        "--generate-at-eval",
+        action="store_true",
+        help="complete the 12 code prompts of real_models/generate.py (greedy) at every evaluation point and run "
+        "each completed function against its tests",
+    )
     parser.add_argument("--search-candidates", type=int, default=8)
     parser.add_argument(
         "--search-eval-blocks", type=int, default=16, help="held-out blocks that rank candidates"
@@ -660,6 +715,9 @@ def main(argv=None) -> int:
     if "distill" in opts.stages:
         n_train = opts.train_blocks or opts.distill_steps * opts.distill_batch_size
         train_chars = opts.max_doc_chars if opts.train_max_doc_chars is None else opts.train_max_doc_chars
+        if opts.train_units == "functions":
+            train = function_units(train, seed=opts.data_seed)
+            train_chars = 0
         train_blocks = blocks_from(train, tokenizer, opts.seq_len, n_train, train_chars or None)
         stage_distill(opts, res, eval_blocks, train_blocks, tokenizer)
     if opts.plot:
