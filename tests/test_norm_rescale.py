@@ -190,6 +190,14 @@ def test_statistics_survive_save_and_load(tmp_path):
         prune_model(fresh, target, old)
     for name, value in fresh.state_dict().items():
         assert torch.equal(value, before[name]), name
+    # statistics of another model's width are refused before any cut, too
+    wrong = ImportanceScores.load(tmp_path / "scores.safetensors")
+    first = next(iter(wrong.norm_inputs))
+    wrong.norm_inputs[first] = wrong.norm_inputs[first][:-1]
+    with pytest.raises(ValueError, match="norm_inputs"):
+        prune_model(fresh, target, wrong)
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(value, before[name]), name
 
 
 def test_the_default_width_factor_ignores_the_statistics():

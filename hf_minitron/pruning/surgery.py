@@ -36,13 +36,21 @@ class Surgeon:
         self.config = config
         self.offset = norm_weight_offset
         self.rescale_norms = rescale_norms
-        # resolved to modules before any layer is dropped: the paths carry the layer indices of the scored model
+        # resolved to modules before any layer is dropped: the paths carry the layer indices of the scored model;
+        # checked here, before any cut, so that statistics of another model leave this one untouched
         self._energy: dict[nn.Module, torch.Tensor] = {}
         for path, energy in (norm_inputs or {}).items():
             try:
-                self._energy[model.get_submodule(path)] = energy
+                norm = model.get_submodule(path)
             except AttributeError:
                 continue  # scores of a wider model part (checked against the shapes elsewhere)
+            width = getattr(norm, "weight", None)
+            if width is not None and energy.numel() != width.shape[-1]:
+                raise ValueError(
+                    f"ImportanceScores.norm_inputs[{path!r}] has {energy.numel()} channels but the norm has "
+                    f"{width.shape[-1]}: allowed are scores computed for this model"
+                )
+            self._energy[norm] = energy
 
     def cut(self, root: nn.Module, s: TensorSlice, path: str, kept: dict, counts: dict) -> None:
         """Keep the entries of `kept` units along `s.dim` of the parameter at `path` under `root`."""
@@ -92,12 +100,7 @@ class Surgeon:
         when the scores carry it (sqrt((E_kept / new) / (E_all / old))), else sqrt(old / new), which assumes the
         cut entries carried nothing."""
         energy = self._energy.get(norm) if s.rms_width is True else None
-        if energy is not None and index.dim() == 1:
-            if energy.numel() != old_width:
-                raise ValueError(
-                    f"norm_inputs of {type(norm).__name__} has {energy.numel()} channels but its weight has "
-                    f"{old_width}: allowed ImportanceScores computed for this model"
-                )
+        if energy is not None and index.dim() == 1 and energy.numel() == old_width:
             e = energy.double()
             kept_mean, all_mean = float(e[index.cpu()].mean()), float(e.mean())
             if kept_mean > 0 and all_mean > 0:  # dead kept channels: nothing to match, the fixed factor
